@@ -1,0 +1,68 @@
+"""The Faust application factory: ``create_app(settings)`` builds a configured app, no singletons."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import faust
+
+from streams.settings import Settings
+
+Registrar = Callable[[faust.App, Settings], None]
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for SASL/SSL clusters, or None for PLAINTEXT."""
+    proto = settings.kafka_security_protocol
+    context = None
+    if proto in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if proto.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=password.get_secret_value() if password else "",
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings, registrars: list[Registrar] | None = None) -> faust.App:
+    """Build the geopush Faust app from ``settings`` and let each registrar add its agents."""
+    (settings.data_dir / "tables").mkdir(parents=True, exist_ok=True)
+    brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=broker_credentials(settings),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir / "tables"),
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replicas,
+        topic_allow_declare=True,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=settings.consumer_heartbeat_s,
+        broker_commit_every=1000,
+        broker_commit_interval=timedelta(seconds=1),
+        producer_acks=-1,
+        table_cleanup_interval=60.0,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    for register in registrars or []:
+        register(app, settings)
+    return app

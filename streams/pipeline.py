@@ -1,0 +1,12 @@
+"""Which agents a geopush worker runs, in order of the flow."""
+
+from __future__ import annotations
+
+from streams.app import Registrar
+
+
+def pipeline_registrars() -> list[Registrar]:
+    """The registrars of the full worker pipeline."""
+    from streams.agents.ingest import register_ingest
+
+    return [register_ingest]

@@ -1,0 +1,140 @@
+"""The one typed configuration of a geopush process, read from ``GEOPUSH_*`` environment variables.
+
+Every field is documented here and in ``config/geopush.env.example``; an unknown ``GEOPUSH_``
+variable or an invalid value fails at start with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GEOPUSH_"
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot be used; the message names each offending variable."""
+
+
+class Settings(BaseSettings):
+    """Settings of a worker, the CLI and the local development stack."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL.")
+    topic_partitions: int = Field(
+        12, ge=1, le=1024, description="Partitions of the pings/devices topics and tables."
+    )
+    topic_replicas: int = Field(
+        1, ge=1, le=7, description="Replication factor of topics geopush creates (3 in prod)."
+    )
+
+    # --- topics ----------------------------------------------------------------------------
+    app_id: str = Field(
+        "geopush", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and table prefix."
+    )
+    topic_pings: str = Field("pings", description="Location pings from the mobile app.")
+    topic_pings_dlq: str = Field("pings.dlq", description="Rejected pings with their reason.")
+    topic_devices: str = Field("devices", description="Compacted device registry.")
+    topic_decisions: str = Field("decisions", description="Every decision, notify or not.")
+    topic_notifications: str = Field("notifications", description="Notifications to send.")
+    topic_deliveries: str = Field("deliveries", description="What FCM answered.")
+    topic_catalog: str = Field("geopush.catalog", description="Compacted published catalogs.")
+
+    # --- worker ----------------------------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics, /dashboard.")
+    web_token: SecretStr | None = Field(
+        None, description="Bearer token required for /dashboard when not bound to loopback."
+    )
+    data_dir: Path = Field(Path("var"), description="Table state (RocksDB) and local files.")
+    store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Table storage.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="Faust processing guarantee."
+    )
+    consumer_session_timeout_s: float = Field(
+        30.0, gt=0, description="How long a silent worker keeps its partitions."
+    )
+    consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")
+    log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
+
+    # --- catalog ---------------------------------------------------------------------------
+    catalog_path: Path = Field(
+        Path("config/catalog"), description="Catalog YAML file or directory loaded at start."
+    )
+
+    # --- FCM -------------------------------------------------------------------------------
+    fcm_project_id: str = Field("geopush-dev", description="Firebase project id.")
+    fcm_credentials: Path | None = Field(
+        None, description="Service-account JSON; none means application default credentials."
+    )
+    fcm_endpoint: str | None = Field(
+        None, description="FCM API base URL override (the local emulator); none means Google."
+    )
+
+    # --- local broker (dev and tests) ------------------------------------------------------
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
+    kafka_home: Path = Field(
+        Path.home() / ".cache" / "geopush" / "kafka",
+        description="Where the local broker's jars are cached.",
+    )
+    kafka_heap_mb: int = Field(512, ge=128, le=8192, description="Local broker max heap (MiB).")
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for kafka-python clients built from these settings."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            kwargs["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return kwargs
+
+
+def env_var_names() -> set[str]:
+    """All ``GEOPUSH_`` variables the settings model understands."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment (or ``environ``); raise SettingsError naming variables."""
+    env = dict(os.environ if environ is None else environ)
+    known = env_var_names()
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise SettingsError(
+            "unknown setting(s): " + ", ".join(unknown) + " (see config/geopush.env.example)"
+        )
+    values: dict[str, object] = {
+        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k in known
+    }
+    values.update(overrides)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid setting(s):\n  " + "\n  ".join(problems)) from None
