@@ -1,0 +1,81 @@
+"""Distances on the WGS84 ellipsoid for geofence-sized spans (≤ a few tens of km).
+
+Model: the "mean-latitude" local tangent plane. A displacement (Δφ, Δλ) between two points is
+converted to metres with the ellipsoid's meridional radius M(φm) and prime-vertical radius
+N(φm) at the mean latitude φm:  dy = M·Δφ,  dx = N·cos(φm)·Δλ,  d = hypot(dx, dy).
+Against Karney's exact geodesic (pyproj.Geod) the relative error is below 2e-5 for
+d ≤ 10 km and |lat| ≤ 85° (≤ 20 cm at 10 km; tests/unit/test_geodesy.py checks it), far
+below GPS accuracy. Longitude differences are wrapped, so spans across the antimeridian work.
+Fences must lie within ±85° latitude: closer to the poles the catalog rejects them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+WGS84_A = 6_378_137.0
+WGS84_F = 1 / 298.257223563
+WGS84_E2 = WGS84_F * (2 - WGS84_F)
+MAX_ABS_LAT = 85.0
+
+FloatArray = NDArray[np.float64]
+
+
+def radii(lat_deg: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Meridional (M) and prime-vertical (N) radii of curvature, metres, at ``lat_deg``."""
+    s = np.sin(np.radians(np.asarray(lat_deg, dtype=np.float64)))
+    w2 = 1.0 - WGS84_E2 * s * s
+    n = WGS84_A / np.sqrt(w2)
+    m = WGS84_A * (1.0 - WGS84_E2) / (w2 * np.sqrt(w2))
+    return m, n
+
+
+def wrap_lng(dlng_deg: ArrayLike) -> FloatArray:
+    """Longitude difference wrapped into [-180, 180)."""
+    d = np.asarray(dlng_deg, dtype=np.float64)
+    return (d + 180.0) % 360.0 - 180.0
+
+
+def offsets_m(lat0: ArrayLike, lng0: ArrayLike, lat: ArrayLike, lng: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """East and north offsets (metres) of (lat, lng) from (lat0, lng0); vectorised."""
+    lat0 = np.asarray(lat0, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    mid = 0.5 * (lat0 + lat)
+    m, n = radii(mid)
+    north = m * np.radians(lat - lat0)
+    east = n * np.cos(np.radians(mid)) * np.radians(wrap_lng(np.asarray(lng) - np.asarray(lng0)))
+    return east, north
+
+
+def distance_m(lat0: ArrayLike, lng0: ArrayLike, lat: ArrayLike, lng: ArrayLike) -> FloatArray:
+    """Distance in metres between points; vectorised over any broadcastable arrays."""
+    east, north = offsets_m(lat0, lng0, lat, lng)
+    return np.hypot(east, north)
+
+
+def destination(lat0: float, lng0: float, east_m: ArrayLike, north_m: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Points at the given east/north offsets (metres) from (lat0, lng0); inverse of offsets_m.
+
+    Solved with two fixed-point steps on the mean latitude (exact to < 1 mm at 10 km).
+    """
+    east = np.asarray(east_m, dtype=np.float64)
+    north = np.asarray(north_m, dtype=np.float64)
+    m0, _ = radii(lat0)
+    lat = lat0 + np.degrees(north / m0)
+    for _ in range(3):
+        mid = 0.5 * (lat0 + lat)
+        m, n = radii(mid)
+        lat = lat0 + np.degrees(north / m)
+    mid = 0.5 * (lat0 + lat)
+    _, n = radii(mid)
+    lng = lng0 + np.degrees(east / (n * np.cos(np.radians(mid))))
+    return lat, ((lng + 180.0) % 360.0) - 180.0
+
+
+def circle_ring(lat: float, lng: float, radius_m: float, vertices: int = 64) -> tuple[FloatArray, FloatArray]:
+    """A closed ring of ``vertices`` points on the circle (lat, lng arrays, not repeated)."""
+    theta = np.linspace(0.0, 2.0 * math.pi, vertices, endpoint=False)
+    return destination(lat, lng, radius_m * np.sin(theta), radius_m * np.cos(theta))
