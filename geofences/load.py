@@ -188,7 +188,9 @@ def load_catalog(paths: Sequence[Path | str]) -> Catalog:
                         raw_refs.append((item, doc, ("campaigns", i)))
     defaults_model = defaults[0] if defaults else Defaults()
     _cross_check(out, stores, campaigns)
-    _check_raw_references(out, {s.id for s, _, _, _ in stores}, raw_refs)
+    _check_raw_references(
+        out, {s.id for s, _, _, _ in stores}, {t for s, _, _, _ in stores for t in s.tags}, raw_refs
+    )
     if out.problems:
         raise CatalogInvalid(out.problems)
     return Catalog(
@@ -216,14 +218,20 @@ def _check_geofence_alone(out: _Collector, doc: Document, item: Any, path: PathK
         out.add(doc, (*path, "geofence", *exc.path), str(exc))
 
 
-def _check_raw_references(out: _Collector, store_ids: set[str], raw: list[tuple[Any, Document, PathKey]]) -> None:
-    """Unknown store ids in campaigns that failed validation for other reasons."""
+def _check_raw_references(
+    out: _Collector, store_ids: set[str], tags: set[str], raw: list[tuple[Any, Document, PathKey]]
+) -> None:
+    """Unknown store ids and tags in campaigns that failed validation for other reasons."""
     for item, doc, path in raw:
-        ids = item.get("stores", {}).get("ids") if isinstance(item, dict) and isinstance(item.get("stores"), dict) else None
-        if isinstance(ids, list):
-            for i, sid in enumerate(ids):
-                if isinstance(sid, str) and sid not in store_ids:
-                    out.add(doc, (*path, "stores", "ids", i), f"no store with id {sid!r}")
+        sel = item.get("stores") if isinstance(item, dict) else None
+        if not isinstance(sel, dict):
+            continue
+        for key, known, what in (("ids", store_ids, "no store with id"), ("tags", tags, "no store has tag")):
+            values = sel.get(key)
+            if isinstance(values, list):
+                for i, v in enumerate(values):
+                    if isinstance(v, str) and v not in known:
+                        out.add(doc, (*path, "stores", key, i), f"{what} {v!r}")
 
 
 def _cross_check(

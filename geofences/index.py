@@ -1,0 +1,407 @@
+"""The fence index: H3 cells to candidate fences, then an exact test only where it is needed.
+
+Build (all vectorised, per H3 resolution chosen from each fence's size):
+* ``centre`` cells: cells whose centre lies inside the fence outline (h3o ``ContainsCentroid``);
+* ``edge`` cells: the cells of points sampled along the outline every ≤ 0.8 average cell edges (under half the width of the thinnest neighbour cell), plus
+  their neighbours — every cell the boundary passes through is among them;
+* **interior** = centre − edge: cells wholly inside the fence, matched with no exact test;
+* **boundary** = edge: candidates, tested exactly (ellipsoidal distance for circles,
+  prepared-shapely ``intersects_xy`` for polygons).
+Every cell overlapping a fence is interior or boundary, so no inside ping can be missed.
+
+Query: one vectorised H3 conversion of the batch at the finest resolution in use, parents by
+bit arithmetic, ``searchsorted`` per resolution, CSR expansion to (ping, fence) pairs. A coarse
+lat/lng occupancy grid first drops pings far from every fence without touching H3.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import h3
+import numpy as np
+import pyarrow as pa
+import shapely
+from h3ronpy import ContainmentMode, grid_disk
+from h3ronpy import vector as h3v
+from numpy.typing import ArrayLike, NDArray
+
+from geofences.geodesy import distance_m, radii, wrap_lng
+from geofences.shapes import Fence
+
+MIN_RES, MAX_RES = 5, 13
+CELLS_PER_FENCE = 48
+GRID_MAX_CELLS = 8_000_000
+_RES_SHIFT = np.uint64(52)
+_RES_MASK = np.uint64(0xF) << _RES_SHIFT
+
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Matches:
+    """(ping, fence) pairs, sorted by ping then fence; ``certain`` is False where the ping's
+    accuracy circle crosses the fence boundary (only from :meth:`FenceIndex.match_accuracy`)."""
+
+    ping: IntArray
+    fence: IntArray
+    certain: NDArray[np.bool_] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ping)
+
+
+@dataclass
+class _Level:
+    """The cells of one H3 resolution: sorted unique cells and a CSR of (fence, interior)."""
+
+    res: int
+    cells: NDArray[np.uint64]
+    offsets: IntArray
+    fences: NDArray[np.int32]
+    interior: NDArray[np.bool_]
+
+
+def choose_resolution(area_m2: float) -> int:
+    """The finest resolution whose cells still cover the fence with ~CELLS_PER_FENCE cells."""
+    for res in range(MAX_RES, MIN_RES - 1, -1):
+        if area_m2 / h3.average_hexagon_area(res, "m^2") <= CELLS_PER_FENCE:
+            return res
+    return MIN_RES
+
+
+def to_parent(cells: NDArray[np.uint64], res: int) -> NDArray[np.uint64]:
+    """H3 parents at ``res`` by bit arithmetic (set the resolution, fill finer digits with 7)."""
+    unused = np.uint64((1 << (3 * (15 - res))) - 1)
+    return ((cells & ~_RES_MASK) | (np.uint64(res) << _RES_SHIFT)) | unused
+
+
+def _list_array(arr: object) -> tuple[NDArray[np.uint64], IntArray]:
+    """Values and offsets of an Arrow list array returned by h3ronpy."""
+    a = pa.array(arr)
+    values = np.asarray(a.values, dtype=np.uint64)
+    offsets = np.asarray(a.offsets, dtype=np.int64)
+    return values, offsets
+
+
+def _unique_pairs(a: IntArray, b: NDArray[np.uint64]) -> tuple[IntArray, NDArray[np.uint64]]:
+    """Distinct (a, b) pairs."""
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    keep = np.ones(len(a), dtype=bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep].astype(np.int64), b[keep]
+
+
+def destination_many(
+    lat: NDArray[np.float64], lng: NDArray[np.float64], radius: NDArray[np.float64], theta: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Points at bearing ``theta`` and distance ``radius`` from each centre: (n, len(theta)) arrays."""
+    east = radius[:, None] * np.sin(theta)[None, :]
+    north = radius[:, None] * np.cos(theta)[None, :]
+    lat0 = lat[:, None]
+    m0, _ = radii(lat0)
+    out_lat = lat0 + np.degrees(north / m0)
+    for _ in range(3):
+        m, _ = radii(0.5 * (lat0 + out_lat))
+        out_lat = lat0 + np.degrees(north / m)
+    mid = 0.5 * (lat0 + out_lat)
+    _, n = radii(mid)
+    out_lng = lng[:, None] + np.degrees(east / (n * np.cos(np.radians(mid))))
+    return out_lat, out_lng
+
+
+def _unwrap(geom: shapely.Geometry) -> list[shapely.Geometry]:
+    """Split a shape in (lng', lat) with lng' beyond ±180 into parts h3 can read."""
+    x0, _, x1, _ = geom.bounds
+    if x0 >= -180 and x1 <= 180:
+        return [geom]
+    parts = []
+    for lo, hi, shift in ((-540.0, -180.0, 360.0), (-180.0, 180.0, 0.0), (180.0, 540.0, -360.0)):
+        piece = geom.intersection(shapely.box(lo, -90, hi, 90))
+        if not piece.is_empty:
+            parts.append(shapely.affinity.translate(piece, xoff=shift) if shift else piece)
+    return parts
+
+
+class FenceIndex:
+    """Batch point-in-fence matching over many fences (built once, queried many times)."""
+
+    def __init__(self, fences: Sequence[Fence]) -> None:
+        self.fences = list(fences)
+        n = len(self.fences)
+        self.store_ids = [f.store_id for f in self.fences]
+        self.is_circle = np.array([f.geometry is None for f in self.fences], dtype=bool)
+        self.lat = np.array([f.lat for f in self.fences], dtype=np.float64)
+        self.lng = np.array([f.lng for f in self.fences], dtype=np.float64)
+        self.radius = np.array([f.radius_m for f in self.fences], dtype=np.float64)
+        self.shifted = np.array([f.shifted for f in self.fences], dtype=bool)
+        self.geoms = np.array([f.geometry for f in self.fences], dtype=object)
+        self.res = np.array([choose_resolution(a) for a in self._areas_m2()], dtype=np.int64)
+        self.bounds = np.full((n, 4), np.nan)
+        if n and (~self.is_circle).any():
+            shapely.prepare(self.geoms[~self.is_circle])
+            self.bounds[~self.is_circle] = shapely.bounds(self.geoms[~self.is_circle])
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            self.levels = [self._build_level(int(r), pool) for r in sorted(set(self.res.tolist()))]
+        self.max_res = max((lv.res for lv in self.levels), default=MAX_RES)
+        self._build_grid()
+        self._metric: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ build
+    def _areas_m2(self) -> NDArray[np.float64]:
+        area = math.pi * self.radius**2
+        poly = np.flatnonzero(~self.is_circle)
+        if len(poly):
+            m, n = radii(self.lat[poly])
+            scale = m * n * np.cos(np.radians(self.lat[poly])) * (math.pi / 180) ** 2
+            area[poly] = shapely.area(self.geoms[poly]) * scale
+        return area
+
+    def _build_level(self, res: int, pool: ThreadPoolExecutor) -> _Level:
+        """The table of one resolution, built in chunks of fences on all cores (h3o frees the GIL)."""
+        ids = np.flatnonzero(self.res == res)
+        chunks = np.array_split(ids, max(1, min(16, len(ids) // 2000)))
+        parts = list(pool.map(lambda c: self._entries(c, res), chunks))
+        cells = np.concatenate([p[0] for p in parts])
+        fence = np.concatenate([p[1] for p in parts])
+        inner = np.concatenate([p[2] for p in parts])
+        order = np.argsort(cells, kind="stable")
+        cells, fence, inner = cells[order], fence[order], inner[order]
+        uniq, starts = np.unique(cells, return_index=True)
+        offsets = np.append(starts, len(cells)).astype(np.int64)
+        return _Level(res, uniq, offsets, fence.astype(np.int32), inner)
+
+    def _entries(self, ids: IntArray, res: int) -> tuple[NDArray[np.uint64], IntArray, NDArray[np.bool_]]:
+        """(cell, fence, interior) of the fences ``ids``, each (cell, fence) once."""
+        owner, geoms = self._outlines(ids)
+        # cells whose centre is inside
+        centre_vals, centre_off = _list_array(
+            h3v.wkb_to_cells(shapely.to_wkb(geoms), res, containment_mode=ContainmentMode.ContainsCentroid)
+        )
+        centre_fence = np.repeat(owner, np.diff(centre_off))
+        # cells along the boundary, and their neighbours
+        step_deg = 0.8 * h3.average_hexagon_edge_length(res, "m") / 111_320.0
+        dense = shapely.segmentize(shapely.boundary(geoms), step_deg)
+        coords, which = shapely.get_coordinates(dense, return_index=True)
+        sample_cells = np.asarray(h3v.coordinates_to_cells(coords[:, 1], coords[:, 0], res), dtype=np.uint64)
+        s_fence, s_cell = _unique_pairs(owner[which], sample_cells)
+        disk_vals, disk_off = _list_array(grid_disk(pa.array(s_cell), 1))
+        edge_fence = np.repeat(s_fence, np.diff(disk_off))
+        # interior = centre - edge; every (cell, fence) once, boundary wins
+        cells = np.concatenate([disk_vals, centre_vals])
+        fence = np.concatenate([edge_fence, centre_fence])
+        inner = np.concatenate([np.zeros(len(disk_vals), bool), np.ones(len(centre_vals), bool)])
+        order = np.lexsort((inner, cells, fence))
+        cells, fence, inner = cells[order], fence[order], inner[order]
+        first = np.ones(len(cells), dtype=bool)
+        first[1:] = (cells[1:] != cells[:-1]) | (fence[1:] != fence[:-1])
+        return cells[first], fence[first], inner[first]
+
+    def _outlines(self, ids: IntArray) -> tuple[IntArray, np.ndarray]:
+        """Outline shapes h3 can read (circles as 48-gons, antimeridian split), with owners."""
+        outlines = np.empty(len(ids), dtype=object)
+        circ = ids[self.is_circle[ids]]
+        if len(circ):
+            theta = np.linspace(0.0, 2.0 * math.pi, 48, endpoint=False)
+            lat, lng = destination_many(self.lat[circ], self.lng[circ], self.radius[circ], theta)
+            lng = self.lng[circ, None] + wrap_lng(lng - self.lng[circ, None])
+            outlines[self.is_circle[ids]] = shapely.polygons(np.stack([lng, lat], axis=-1))
+        outlines[~self.is_circle[ids]] = self.geoms[ids[~self.is_circle[ids]]]
+        x0, _, x1, _ = shapely.bounds(outlines).T
+        wraps = np.flatnonzero((x0 < -180) | (x1 > 180))
+        if not len(wraps):
+            return ids.astype(np.int64), outlines
+        owners = [ids.astype(np.int64)]
+        extra: list[shapely.Geometry] = []
+        extra_owner: list[int] = []
+        for k in wraps:
+            parts = _unwrap(outlines[k])
+            outlines[k] = parts[0]
+            extra.extend(parts[1:])
+            extra_owner.extend([int(ids[k])] * (len(parts) - 1))
+        owners.append(np.array(extra_owner, dtype=np.int64))
+        return np.concatenate(owners), np.concatenate([outlines, np.array(extra, dtype=object)])
+
+    def _build_grid(self) -> None:
+        """A coarse lat/lng occupancy grid: True where some fence might be."""
+        if not self.fences:
+            self._grid = np.zeros((1, 1), dtype=bool)
+            self._grid_origin = (0.0, 0.0)
+            self._grid_step = 1.0
+            return
+        pad_m = self.radius + 2.0 * np.array([h3.average_hexagon_edge_length(int(r), "m") for r in self.res])
+        dlat = pad_m / 110_574.0
+        dlng = pad_m / (111_320.0 * np.cos(np.radians(np.minimum(np.abs(self.lat) + dlat, 89.0))))
+        lat0, lat1 = self.lat - dlat, self.lat + dlat
+        lng0, lng1 = self.lng - dlng, self.lng + dlng
+        south, north = float(lat0.min()), float(lat1.max())
+        west, east = float(lng0.min()), float(lng1.max())
+        if west < -180 or east > 180 or east - west > 180:
+            west, east = -180.0, 180.0  # fences around the antimeridian: span the globe
+        step = max(0.004, math.sqrt((north - south) * (east - west) / GRID_MAX_CELLS))
+        rows = int(math.ceil((north - south) / step)) + 1
+        cols = int(math.ceil((east - west) / step)) + 1
+        grid = np.zeros((rows, cols), dtype=bool)
+        r0 = np.floor((lat0 - south) / step).astype(np.int64)
+        r1 = np.floor((lat1 - south) / step).astype(np.int64)
+        for i in range(len(self.fences)):
+            a, b = lng0[i], lng1[i]
+            spans = [(a, b)]
+            if a < -180:
+                spans = [(a + 360.0, 180.0), (-180.0, b)]
+            elif b > 180:
+                spans = [(a, 180.0), (-180.0, b - 360.0)]
+            for lo, hi in spans:
+                c0 = max(0, int(math.floor((lo - west) / step)))
+                c1 = int(math.floor((hi - west) / step))
+                grid[r0[i] : r1[i] + 1, c0 : c1 + 1] = True
+        self._grid, self._grid_origin, self._grid_step = grid, (south, west), step
+
+    def _near_some_fence(self, lat: NDArray[np.float64], lng: NDArray[np.float64]) -> NDArray[np.bool_]:
+        south, west = self._grid_origin
+        r = np.floor((lat - south) / self._grid_step).astype(np.int64)
+        c = np.floor((lng - west) / self._grid_step).astype(np.int64)
+        rows, cols = self._grid.shape
+        ok = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+        out = np.zeros(len(lat), dtype=bool)
+        out[ok] = self._grid[r[ok], c[ok]]
+        return out
+
+    # ------------------------------------------------------------------ query
+    def candidates(self, lat: ArrayLike, lng: ArrayLike) -> tuple[IntArray, IntArray, NDArray[np.bool_]]:
+        """(ping, fence, interior) for every fence whose cells hold the ping; unsorted."""
+        lat = np.asarray(lat, dtype=np.float64)
+        lng = np.asarray(lng, dtype=np.float64)
+        near = np.flatnonzero(self._near_some_fence(lat, lng))
+        empty = np.zeros(0, np.int64)
+        if not len(near) or not self.levels:
+            return empty, empty, np.zeros(0, bool)
+        cells = np.asarray(h3v.coordinates_to_cells(lat[near], lng[near], self.max_res), dtype=np.uint64)
+        # sorted needles make every level's searchsorted cache-friendly; parents keep the order
+        order = np.argsort(cells, kind="stable")
+        cells, near = cells[order], near[order]
+        pings, fences, inner = [], [], []
+        for lv in self.levels:
+            parent = cells if lv.res == self.max_res else to_parent(cells, lv.res)
+            pos = np.searchsorted(lv.cells, parent)
+            pos_c = np.minimum(pos, len(lv.cells) - 1)
+            hit = np.flatnonzero(lv.cells[pos_c] == parent)
+            if not len(hit):
+                continue
+            start = lv.offsets[pos_c[hit]]
+            count = lv.offsets[pos_c[hit] + 1] - start
+            total = int(count.sum())
+            base = np.repeat(start - np.cumsum(count) + count, count)
+            entry = base + np.arange(total)
+            pings.append(np.repeat(near[hit], count))
+            fences.append(lv.fences[entry].astype(np.int64))
+            inner.append(lv.interior[entry])
+        if not pings:
+            return empty, empty, np.zeros(0, bool)
+        return np.concatenate(pings), np.concatenate(fences), np.concatenate(inner)
+
+    def contains(self, fence: IntArray, lat: NDArray[np.float64], lng: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Exact test, pair by pair: is (lat[k], lng[k]) inside fence[k] (boundary included)?"""
+        out = np.zeros(len(fence), dtype=bool)
+        circ = self.is_circle[fence]
+        ci = np.flatnonzero(circ)
+        if len(ci):
+            f = fence[ci]
+            out[ci] = distance_m(self.lat[f], self.lng[f], lat[ci], lng[ci]) <= self.radius[f]
+        pi = np.flatnonzero(~circ)
+        if len(pi):
+            f = fence[pi]
+            x = lng[pi]
+            x = np.where(self.shifted[f] & (x < 0), x + 360.0, x)
+            y = lat[pi]
+            b = self.bounds[f]
+            inbox = np.flatnonzero((x >= b[:, 0]) & (x <= b[:, 2]) & (y >= b[:, 1]) & (y <= b[:, 3]))
+            out[pi[inbox]] = shapely.intersects_xy(self.geoms[f[inbox]], x[inbox], y[inbox])
+        return out
+
+    def match(self, lat: ArrayLike, lng: ArrayLike) -> Matches:
+        """Every (ping, fence) with the ping inside the fence, for a batch of points."""
+        lat = np.asarray(lat, dtype=np.float64)
+        lng = np.asarray(lng, dtype=np.float64)
+        ping, fence, inner = self.candidates(lat, lng)
+        check = np.flatnonzero(~inner)
+        keep = inner.copy()
+        if len(check):
+            keep[check] = self.contains(fence[check], lat[ping[check]], lng[ping[check]])
+        ping, fence = ping[keep], fence[keep]
+        order = np.lexsort((fence, ping))
+        return Matches(ping[order], fence[order])
+
+    def match_point(self, lat: float, lng: float) -> list[str]:
+        """Store ids of the fences containing one point (convenience; use ``match`` for batches)."""
+        m = self.match(np.array([lat]), np.array([lng]))
+        return [self.store_ids[i] for i in m.fence]
+
+    def match_accuracy(self, lat: ArrayLike, lng: ArrayLike, accuracy_m: ArrayLike) -> Matches:
+        """Like ``match``, and ``certain`` says whether the accuracy circle lies wholly inside."""
+        lat = np.asarray(lat, dtype=np.float64)
+        lng = np.asarray(lng, dtype=np.float64)
+        acc = np.broadcast_to(np.asarray(accuracy_m, dtype=np.float64), lat.shape)
+        m = self.match(lat, lng)
+        depth = -self.signed_distance_m(m.fence, lat[m.ping], lng[m.ping])
+        return Matches(m.ping, m.fence, depth >= acc[m.ping])
+
+    def signed_distance_m(self, fence: ArrayLike, lat: ArrayLike, lng: ArrayLike) -> NDArray[np.float64]:
+        """Metres from each point to its fence's boundary: negative inside, positive outside.
+
+        Circles are exact on the ellipsoid; polygons use a local plane at the fence (error
+        below 0.2 % of the distance for fences up to 20 km), enough for exit hysteresis.
+        """
+        fence = np.asarray(fence, dtype=np.int64)
+        lat = np.asarray(lat, dtype=np.float64)
+        lng = np.asarray(lng, dtype=np.float64)
+        out = np.empty(len(fence), dtype=np.float64)
+        circ = self.is_circle[fence]
+        ci = np.flatnonzero(circ)
+        if len(ci):
+            f = fence[ci]
+            out[ci] = distance_m(self.lat[f], self.lng[f], lat[ci], lng[ci]) - self.radius[f]
+        pi = np.flatnonzero(~circ)
+        if len(pi):
+            f = fence[pi]
+            metric = self._metric_geoms()
+            kx, ky = self._kx[f], self._ky[f]
+            x = lng[pi]
+            x = np.where(self.shifted[f] & (x < 0), x + 360.0, x)
+            x0 = np.where(self.shifted[f] & (self.lng[f] < 0), self.lng[f] + 360.0, self.lng[f])
+            pts = shapely.points((x - x0) * kx, (lat[pi] - self.lat[f]) * ky)
+            dist = shapely.distance(shapely.boundary(metric[f]), pts)
+            inside = self.contains(f, lat[pi], lng[pi])
+            out[pi] = np.where(inside, -dist, dist)
+        return out
+
+    def _metric_geoms(self) -> np.ndarray:
+        """Polygons in metres east/north of their representative point (built on first use)."""
+        if self._metric is None:
+            m, n = radii(self.lat)
+            self._kx = n * np.cos(np.radians(self.lat)) * math.pi / 180.0
+            self._ky = m * math.pi / 180.0
+            metric = np.empty(len(self.fences), dtype=object)
+            poly = np.flatnonzero(~self.is_circle)
+            if len(poly):
+                coords, which = shapely.get_coordinates(self.geoms[poly], return_index=True)
+                f = poly[which]
+                x0 = np.where(self.shifted[f] & (self.lng[f] < 0), self.lng[f] + 360.0, self.lng[f])
+                new = np.c_[(coords[:, 0] - x0) * self._kx[f], (coords[:, 1] - self.lat[f]) * self._ky[f]]
+                metric[poly] = shapely.set_coordinates(shapely.from_wkb(shapely.to_wkb(self.geoms[poly])), new)
+            self._metric = metric
+        return self._metric
+
+    # ------------------------------------------------------------------ facts
+    def cell_count(self) -> int:
+        return int(sum(len(lv.fences) for lv in self.levels))
+
+    def nbytes(self) -> int:
+        """Bytes held by the cell tables and the occupancy grid (not the shapely geometries)."""
+        tables = sum(lv.cells.nbytes + lv.offsets.nbytes + lv.fences.nbytes + lv.interior.nbytes for lv in self.levels)
+        return int(tables + self._grid.nbytes)
