@@ -35,6 +35,7 @@ from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
 CELLS_PER_FENCE = 48
+CIRCUMRADIUS_BOUND = 1.2  # × average edge length; measured maximum 1.107
 GRID_MAX_CELLS = 8_000_000
 _RES_SHIFT = np.uint64(52)
 _RES_MASK = np.uint64(0xF) << _RES_SHIFT
@@ -200,7 +201,29 @@ class FenceIndex:
         cells, fence, inner = cells[order], fence[order], inner[order]
         first = np.ones(len(cells), dtype=bool)
         first[1:] = (cells[1:] != cells[:-1]) | (fence[1:] != fence[:-1])
-        return cells[first], fence[first], inner[first]
+        cells, fence, inner = cells[first], fence[first], inner[first]
+        return self._refine_circles(cells, fence, inner, res)
+
+    def _refine_circles(
+        self, cells: NDArray[np.uint64], fence: IntArray, inner: NDArray[np.bool_], res: int
+    ) -> tuple[NDArray[np.uint64], IntArray, NDArray[np.bool_]]:
+        """Circles are simple: a cell is interior when its farthest point is inside, and out
+        when its nearest point is outside, judged from its centre and a bound on its
+        circumradius (1.2 average edges; the largest measured is 1.107)."""
+        ci = np.flatnonzero(self.is_circle[fence])
+        if not len(ci):
+            return cells, fence, inner
+        centres = pa.record_batch(h3v.cells_to_coordinates(pa.array(cells[ci])))
+        clat = np.asarray(centres.column(0), dtype=np.float64)
+        clng = np.asarray(centres.column(1), dtype=np.float64)
+        f = fence[ci]
+        d = distance_m(self.lat[f], self.lng[f], clat, clng)
+        bound = CIRCUMRADIUS_BOUND * h3.average_hexagon_edge_length(res, "m")
+        inner = inner.copy()
+        inner[ci] = d + bound <= self.radius[f]
+        keep = np.ones(len(cells), dtype=bool)
+        keep[ci] = d - bound <= self.radius[f]
+        return cells[keep], fence[keep], inner[keep]
 
     def _outlines(self, ids: IntArray) -> tuple[IntArray, np.ndarray]:
         """Outline shapes h3 can read (circles as 48-gons, antimeridian split), with owners."""
