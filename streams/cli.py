@@ -19,8 +19,10 @@ app = typer.Typer(
 )
 kafka_app = typer.Typer(help="A local Apache Kafka broker for development (not for production).")
 topics_app = typer.Typer(help="Kafka topics geopush owns.")
+catalog_app = typer.Typer(help="Stores, geofences and campaigns (the marketers' YAML).")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
+app.add_typer(catalog_app, name="catalog")
 
 
 def settings_or_exit() -> Settings:
@@ -126,6 +128,124 @@ def topics_create() -> None:
         mark = "created" if spec.name in created else "exists"
         kind = "compacted" if spec.compacted else "delete"
         typer.echo(f"{spec.name:<20} {spec.partitions:>3} partitions  {kind:<9} {mark}")
+
+
+@catalog_app.command("validate")
+def catalog_validate(
+    paths: list[Path] = typer.Argument(..., help="Catalog YAML files or directories."),
+) -> None:
+    """Check a catalog; print a summary (exit 0) or every problem with file:line:column (exit 1)."""
+    import time
+
+    from geofences.index import FenceIndex
+    from geofences.load import CatalogInvalid, load_catalog
+
+    try:
+        cat = load_catalog(paths)
+    except CatalogInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(exc.problems)} problem(s); the catalog was not accepted.", err=True)
+        raise typer.Exit(1) from None
+    t = time.perf_counter()
+    index = FenceIndex(cat.fences)
+    build_ms = (time.perf_counter() - t) * 1000
+    kinds = {k: sum(1 for f in cat.fences if f.kind == k) for k in ("circle", "polygon")}
+    typer.echo(f"catalog {cat.version}: OK ({len(cat.sources)} file(s))")
+    typer.echo(f"  stores     {len(cat.stores)} ({kinds['circle']} circles, {kinds['polygon']} polygons)")
+    typer.echo(f"  campaigns  {len(cat.campaigns)}")
+    for c in cat.campaigns:
+        trig = f"{c.trigger} {c.dwell_seconds}s" if c.trigger == "dwell" else c.trigger
+        typer.echo(f"    {c.id:<24} {trig:<10} {len(cat.campaign_stores(c)):>4} stores  "
+                   f"{c.active.from_}..{c.active.until}  locales {','.join(c.offer.text)}")  # fmt: skip
+    typer.echo(f"  index      {index.cell_count()} cells at resolutions "
+               f"{','.join(str(lv.res) for lv in index.levels)}, {index.nbytes() / 2**20:.1f} MiB, "
+               f"built in {build_ms:.0f} ms")  # fmt: skip
+
+
+@app.command("replay")
+def replay_cmd(
+    catalog: list[Path] = typer.Option(..., "--catalog", help="Catalog YAML file or directory."),
+    devices: Path = typer.Option(..., "--devices", help="Device records, one JSON object per line."),
+    pings: Path = typer.Option(..., "--pings", help="Pings, one JSON object per line (as on the topic)."),
+    out: Path | None = typer.Option(None, "--out", help="Write one decision per line here."),
+) -> None:
+    """Run the stream's decision code over files: "what would this campaign have sent?"."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from decisions.engine import Engine
+    from decisions.presence import Rules
+    from decisions.replay import read_devices, replay
+    from geofences.load import CatalogInvalid, load_catalog
+
+    try:
+        cat = load_catalog(catalog)
+    except CatalogInvalid as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    engine = Engine(cat, Rules(min_accuracy_m=cat.defaults.min_accuracy_m, exit_buffer_m=cat.defaults.exit_buffer_m))
+    book = read_devices(devices)
+    total = sum(1 for _ in pings.open("rb"))
+    sink = out.open("wb") if out else None
+    try:
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True, disable=total < 50_000) as bar:  # fmt: skip
+            task = bar.add_task("replaying", total=total)
+            with pings.open("rb") as fh:
+                summary = replay(engine, book, fh, sink, progress=lambda n: bar.advance(task, n))
+    finally:
+        if sink:
+            sink.close()
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    devices: int = typer.Option(200, help="How many simulated phones."),
+    seed: int = typer.Option(1, help="Random seed (same seed, same traces)."),
+    rate: float = typer.Option(0.0, help="Pings per second to produce (0: as fast as possible)."),
+    pings_out: Path | None = typer.Option(None, "--pings-out", help="Write pings here instead of Kafka."),
+    devices_out: Path | None = typer.Option(None, "--devices-out", help="Write device records here."),
+    start: str | None = typer.Option(None, help="Start time (RFC 3339); default now."),
+) -> None:
+    """Simulated phones walking, dwelling, driving past the catalog's stores."""
+    import time
+    from datetime import UTC, datetime
+
+    from geofences.load import load_catalog
+    from streams.phones import simulate
+
+    s = settings_or_exit()
+    cat = load_catalog([s.catalog_path])
+    start_dt = datetime.fromisoformat(start) if start else datetime.now(UTC)
+    records, pings = simulate(cat, devices, int(start_dt.timestamp() * 1000), seed)
+    if pings_out or devices_out:
+        if devices_out:
+            devices_out.write_bytes(b"".join(r.dumps() + b"\n" for r in records))
+        if pings_out:
+            import orjson
+
+            pings_out.write_bytes(b"".join(orjson.dumps(p.body) + b"\n" for p in pings))
+        typer.echo(f"{len(records)} devices, {len(pings)} pings written")
+        return
+    import orjson
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**s.kafka_client_kwargs(), linger_ms=20, acks="all")  # type: ignore[arg-type]
+    for r in records:
+        producer.send(s.topic_devices, key=r.device_id.encode(), value=r.dumps())
+    producer.flush()
+    t0 = time.monotonic()
+    for i, p in enumerate(pings):
+        producer.send(s.topic_pings, key=p.device_id.encode(), value=orjson.dumps(p.body))
+        if rate > 0 and i % 50 == 0:
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush()
+    producer.close()
+    typer.echo(f"{len(records)} devices and {len(pings)} pings produced to {s.topic_devices}, {s.topic_pings}")
 
 
 @app.command("worker")

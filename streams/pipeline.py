@@ -7,6 +7,6 @@ from streams.app import Registrar
 
 def pipeline_registrars() -> list[Registrar]:
     """The registrars of the full worker pipeline."""
-    from streams.agents.ingest import register_ingest
+    from streams.agents.decide import register_decide
 
-    return [register_ingest]
+    return [register_decide]

@@ -1,0 +1,245 @@
+"""The decision engine: pings in, decisions and notification candidates out — no Kafka inside.
+
+The stream (``streams.agents.decide``) and ``geopush replay`` run this same code; only where
+device state and device records are kept differs (a Faust table or a dict), and the clock is
+always the pings' own timestamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Protocol
+
+import numpy as np
+
+from decisions.caps import blocked_by_caps, effective_caps, longest_window
+from decisions.pings import Ping
+from decisions.presence import Rules, Seen, Step, step
+from decisions.records import Decision, Device, Notification, Transition
+from decisions.schedule import blocked_by_schedule, closes_at, local_time, store_tz
+from decisions.state import DeviceState
+from geofences.catalog import Campaign, Caps, Store
+from geofences.index import FenceIndex
+from geofences.load import Catalog
+
+DEFAULT_VALIDITY = timedelta(hours=2)
+
+
+class StateStore(Protocol):
+    def get(self, device_id: str) -> DeviceState | None: ...
+    def put(self, device_id: str, state: DeviceState) -> None: ...
+
+
+class DeviceBook(Protocol):
+    def get(self, device_id: str) -> Device | None: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A notify decision waiting for the campaign's budget (the campaign-keyed step)."""
+
+    decision: Decision
+    notification: Notification
+    budget: int | None
+
+
+def notification_id(device_id: str, campaign_id: str, store_id: str, visit_ms: int) -> str:
+    """Stable id of the one push a visit may cause for a campaign: reprocessing cannot mint another."""
+    raw = f"{device_id}|{campaign_id}|{store_id}|{visit_ms}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def pick_locale(device_locale: str, offered: Sequence[str], fallback: str) -> str:
+    """Device locale, then its language, then the catalog default, then the first offered."""
+    if device_locale in offered:
+        return device_locale
+    lang = device_locale.split("-")[0]
+    if lang in offered:
+        return lang
+    if fallback in offered:
+        return fallback
+    return offered[0]
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class Engine:
+    """Decides, for a batch of pings, every transition and every campaign it may trigger."""
+
+    def __init__(self, catalog: Catalog, rules: Rules, index: FenceIndex | None = None) -> None:
+        self.catalog = catalog
+        self.rules = rules
+        self.index = index or FenceIndex(catalog.fences)
+        self.stream_ms = 0
+        self.fence_of = {sid: i for i, sid in enumerate(self.index.store_ids)}
+        self.stores: dict[str, Store] = {s.id: s for s in catalog.stores}
+        self.by_trigger: dict[tuple[str, str], list[Campaign]] = defaultdict(list)
+        for c in sorted(catalog.campaigns, key=lambda c: -c.priority):
+            for sid in catalog.campaign_stores(c):
+                self.by_trigger[(sid, c.trigger)].append(c)
+        self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
+        self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
+
+    @property
+    def version(self) -> str:
+        return self.catalog.version
+
+    def decide(
+        self, pings: Sequence[Ping], states: StateStore, devices: DeviceBook
+    ) -> tuple[list[Decision], list[Candidate], list[tuple[Ping, str]]]:
+        """(decisions, candidates, gated) for a batch, in ping order. ``gated`` lists pings a
+        gate dropped or stopped from entering, with the reason (for metrics)."""
+        decisions: list[Decision] = []
+        candidates: list[Candidate] = []
+        gated: list[tuple[Ping, str]] = []
+        if not pings:
+            return decisions, candidates, gated
+        seen = self._match(pings)
+        for k, ping in enumerate(pings):
+            self.stream_ms = max(self.stream_ms, ping.ts_ms)
+            state = states.get(ping.device_id) or DeviceState()
+            outside = self._outside(ping, state, {s.store_id for s in seen[k]})
+            result = step(ping, state, seen[k], outside, self.stream_ms, self.rules)
+            if result.gate is not None:
+                gated.append((ping, result.gate))
+            if result.dropped:
+                continue
+            self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
+            state.prune_sent(ping.ts_ms, self.keep_ms)
+            states.put(ping.device_id, state)
+        return decisions, candidates, gated
+
+    # ------------------------------------------------------------------ internals
+    def _match(self, pings: Sequence[Ping]) -> list[list[Seen]]:
+        lat = np.fromiter((p.lat for p in pings), np.float64, len(pings))
+        lng = np.fromiter((p.lng for p in pings), np.float64, len(pings))
+        acc = np.fromiter((p.accuracy_m or 0.0 for p in pings), np.float64, len(pings))
+        m = self.index.match_accuracy(lat, lng, acc)
+        seen: list[list[Seen]] = [[] for _ in pings]
+        assert m.certain is not None
+        for p, f, c in zip(m.ping.tolist(), m.fence.tolist(), m.certain.tolist(), strict=True):
+            seen[p].append(Seen(self.index.store_ids[f], bool(c)))
+        return seen
+
+    def _outside(self, ping: Ping, state: DeviceState, inside: set[str]) -> dict[str, float]:
+        away = [s for s in state.visits if s not in inside]
+        if not away:
+            return {}
+        known = [s for s in away if s in self.fence_of]
+        out = {s: float("nan") for s in away if s not in self.fence_of}
+        if known:
+            fences = np.array([self.fence_of[s] for s in known])
+            d = self.index.signed_distance_m(fences, np.full(len(known), ping.lat), np.full(len(known), ping.lng))
+            out.update(zip(known, d.tolist(), strict=True))
+        return out
+
+    def _transitions(
+        self,
+        ping: Ping,
+        state: DeviceState,
+        result: Step,
+        seen: list[Seen],
+        devices: DeviceBook,
+        decisions: list[Decision],
+        candidates: list[Candidate],
+    ) -> None:
+        device: Device | None = None
+        looked = False
+
+        def dev() -> Device | None:
+            nonlocal device, looked
+            if not looked:
+                device, looked = devices.get(ping.device_id), True
+            return device
+
+        for store_id in result.blocked_enter:
+            for c in self.by_trigger.get((store_id, "enter"), []):
+                why = result.gate or "uncertain_position"
+                decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))
+        for store_id, visit_ms in result.exited:
+            for c in self.by_trigger.get((store_id, "exit"), []):
+                self._campaign(ping, state, store_id, visit_ms, c, "exit", dev(), decisions, candidates)
+        for store_id in result.entered:
+            visit_ms = state.visits[store_id].entered_ms
+            for c in self.by_trigger.get((store_id, "enter"), []):
+                self._campaign(ping, state, store_id, visit_ms, c, "enter", dev(), decisions, candidates)
+        inside_now = {s.store_id for s in seen}
+        for store_id, visit in state.visits.items():
+            if store_id not in inside_now:
+                continue
+            for c in self.by_trigger.get((store_id, "dwell"), []):
+                if c.id in visit.fired or c.dwell_seconds is None:
+                    continue
+                if ping.ts_ms - visit.entered_ms >= c.dwell_seconds * 1000:
+                    visit.fired.append(c.id)
+                    self._campaign(ping, state, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates)
+
+    def _decision(
+        self, ping: Ping, store_id: str, campaign_id: str | None, transition: Transition,
+        outcome: str, reason: str, nid: str | None,
+    ) -> Decision:  # fmt: skip
+        return Decision(
+            device_id=ping.device_id, ts=utc(ping.ts_ms), store_id=store_id, campaign_id=campaign_id,
+            transition=transition, outcome=outcome, reason=reason, notification_id=nid,  # type: ignore[arg-type]
+            catalog_version=self.catalog.version,
+        )  # fmt: skip
+
+    def _campaign(
+        self, ping: Ping, state: DeviceState, store_id: str, visit_ms: int, c: Campaign,
+        transition: Transition, device: Device | None,
+        decisions: list[Decision], candidates: list[Candidate],
+    ) -> None:  # fmt: skip
+        store = self.stores[store_id]
+        reason = None
+        if device is None:
+            reason = "no_device"
+        elif not device.opt_in:
+            reason = "opted_out"
+        else:
+            reason = blocked_by_schedule(c, store, self.catalog.defaults, ping.ts_ms)
+            if reason is None:
+                reason = blocked_by_caps(self.caps[c.id], state.sent, c.id, store_id, ping.ts_ms)
+            if reason is None and not device.token:
+                reason = "no_token"
+        if reason is not None:
+            decisions.append(self._decision(ping, store_id, c.id, transition, "suppressed", reason, None))
+            return
+        assert device is not None
+        nid = notification_id(ping.device_id, c.id, store_id, visit_ms)
+        state.sent.append((ping.ts_ms, c.id, store_id))
+        decision = self._decision(ping, store_id, c.id, transition, "notify", "ok", nid)
+        candidates.append(Candidate(decision, self._render(ping, store, c, device, nid), self.caps[c.id].budget))
+
+    def _render(self, ping: Ping, store: Store, c: Campaign, device: Device, nid: str) -> Notification:
+        locale = pick_locale(device.locale, list(c.offer.text), self.catalog.defaults.locale)
+        text = c.offer.text[locale]
+        fields = SimpleNamespace(
+            store=SimpleNamespace(name=store.local_name(locale), id=store.id, address=store.address or ""),
+            campaign=SimpleNamespace(id=c.id, name=c.name or c.id),
+        )
+        local = local_time(ping.ts_ms, store_tz(store, self.catalog.defaults))
+        expires = local + (c.offer.valid_for or DEFAULT_VALIDITY)
+        closing = closes_at(store, local)
+        if closing is not None and closing < expires:
+            expires = closing
+        return Notification(
+            notification_id=nid, device_id=ping.device_id, campaign_id=c.id, store_id=store.id,
+            ts=utc(ping.ts_ms), locale=locale, title=text.title.format(**vars(fields)),
+            body=text.body.format(**vars(fields)), deeplink=c.offer.deeplink, token=device.token,
+            token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
+        )  # fmt: skip
+
+
+def apply_budget(candidate: Candidate, used: int) -> tuple[Decision, bool]:
+    """The campaign-keyed step: (final decision, whether it spends one unit of budget)."""
+    if candidate.budget is not None and used >= candidate.budget:
+        d = candidate.decision.model_copy(update={"outcome": "suppressed", "reason": "budget", "notification_id": None})
+        return d, False
+    return candidate.decision, True

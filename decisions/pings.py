@@ -1,0 +1,111 @@
+"""The ping contract with the mobile app, and its parser (hot path: orjson + explicit checks).
+
+A ping is a JSON object (≤ 8 KiB), key = device id:
+``{"device_id": "d-1", "ts": "2026-11-23T10:00:00+09:00" | 1795395600000, "lat": 35.6595,
+"lng": 139.7005, "accuracy_m": 12.5, "speed_mps": 1.2}``; unknown fields are ignored.
+Anything else raises :class:`PingRejected` with a machine reason and a human detail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+MAX_PING_BYTES = 8192
+MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: anything earlier is a unit mistake
+MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
+
+
+class PingRejected(ValueError):
+    """A ping that cannot be used: ``reason`` is a stable code, ``detail`` says what exactly."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    device_id: str
+    ts_ms: int  # epoch milliseconds, UTC
+    lat: float
+    lng: float
+    accuracy_m: float | None = None
+    speed_mps: float | None = None
+
+
+def _number(obj: dict[str, object], name: str, required: bool) -> float | None:
+    v = obj.get(name)
+    if v is None:
+        if required:
+            raise PingRejected("missing_field", f"{name} is required")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise PingRejected("bad_type", f"{name} must be a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise PingRejected("not_finite", f"{name} is {v}")
+    return f
+
+
+def _timestamp(v: object) -> int:
+    if isinstance(v, bool) or v is None:
+        raise PingRejected("bad_timestamp" if v is not None else "missing_field", "ts is required (RFC 3339 or epoch ms)")
+    if isinstance(v, int | float):
+        if not math.isfinite(v) or not MIN_EPOCH_MS <= v <= MAX_EPOCH_MS:
+            raise PingRejected("bad_timestamp", f"ts {v} is not epoch milliseconds between 2000 and 2100")
+        return int(v)
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise PingRejected("bad_timestamp", f"ts {v[:40]!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise PingRejected("bad_timestamp", f"ts {v[:40]!r} has no UTC offset")
+        ms = int(dt.timestamp() * 1000)
+        if not MIN_EPOCH_MS <= ms <= MAX_EPOCH_MS:
+            raise PingRejected("bad_timestamp", f"ts {v[:40]!r} is not between 2000 and 2100")
+        return ms
+    raise PingRejected("bad_timestamp", f"ts must be a string or a number, got {type(v).__name__}")
+
+
+def parse_ping(raw: bytes | None, key: bytes | None = None) -> Ping:
+    """Parse and validate one ping; raise PingRejected saying why not."""
+    if raw is None:
+        raise PingRejected("empty", "the record has no value")
+    if len(raw) > MAX_PING_BYTES:
+        raise PingRejected("too_large", f"{len(raw)} bytes (at most {MAX_PING_BYTES})")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PingRejected("not_json", str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise PingRejected("not_object", f"a ping is a JSON object, got {type(obj).__name__}")
+    device = obj.get("device_id")
+    if device is None:
+        raise PingRejected("missing_field", "device_id is required")
+    if not isinstance(device, str):
+        raise PingRejected("bad_type", f"device_id must be a string, got {type(device).__name__}")
+    if not 1 <= len(device) <= 128:
+        raise PingRejected("bad_device_id", f"device_id must be 1 to 128 characters, got {len(device)}")
+    if key is not None and key != device.encode():
+        raise PingRejected("key_mismatch", "the record key differs from device_id")
+    ts = _timestamp(obj.get("ts"))
+    lat = _number(obj, "lat", True)
+    lng = _number(obj, "lng", True)
+    assert lat is not None and lng is not None
+    if not -90.0 <= lat <= 90.0:
+        raise PingRejected("lat_out_of_range", f"lat {lat} is not between -90 and 90")
+    if not -180.0 <= lng <= 180.0:
+        raise PingRejected("lng_out_of_range", f"lng {lng} is not between -180 and 180")
+    acc = _number(obj, "accuracy_m", False)
+    if acc is not None and acc < 0:
+        raise PingRejected("bad_accuracy", f"accuracy_m {acc} is negative")
+    speed = _number(obj, "speed_mps", False)
+    if speed is not None and speed < 0:
+        speed = None  # Android reports -1 for "unknown"
+    return Ping(device, ts, lat, lng, acc, speed)

@@ -1,0 +1,178 @@
+"""The decision stream in Faust: pings -> (DLQ | engine) -> decisions, outbox -> budget -> notifications.
+
+Thin by design: parsing, gates, presence, campaigns and caps are ``decisions.*``. Pings are
+taken in batches (one vectorised match per batch); every table read/write and every output is
+attached to the event of its own device, so state and sends land in the right partition
+(and, with exactly-once, in that partition's transaction).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from decisions.engine import Candidate, Engine, apply_budget
+from decisions.pings import Ping, PingRejected, parse_ping
+from decisions.presence import Rules
+from decisions.records import DeadLetter, Decision, Device, Notification
+from decisions.state import DeviceState
+from geofences.load import load_catalog
+from streams.settings import Settings
+
+log = logging.getLogger("geopush.decide")
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.05
+
+
+class TableStates:
+    """Device state in a Faust table; each access switches to that device's event."""
+
+    def __init__(self, table: Any, stream: Any, events: dict[str, faust.EventT]) -> None:
+        self.table, self.stream, self.events = table, stream, events
+        self.dirty: dict[str, DeviceState] = {}
+
+    def get(self, device_id: str) -> DeviceState | None:
+        if device_id in self.dirty:
+            return self.dirty[device_id]
+        self.stream._set_current_event(self.events[device_id])
+        raw = self.table.get(device_id)
+        return DeviceState.loads(raw) if raw is not None else None
+
+    def put(self, device_id: str, state: DeviceState) -> None:
+        self.dirty[device_id] = state
+
+    def flush(self) -> None:
+        for device_id, state in self.dirty.items():
+            self.stream._set_current_event(self.events[device_id])
+            self.table[device_id] = state.dumps()
+
+
+class TableDevices:
+    def __init__(self, table: Any, stream: Any, events: dict[str, faust.EventT]) -> None:
+        self.table, self.stream, self.events = table, stream, events
+
+    def get(self, device_id: str) -> Device | None:
+        self.stream._set_current_event(self.events[device_id])
+        raw = self.table.get(device_id)
+        return Device.loads(raw) if raw is not None else None
+
+
+def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
+    msg = event.message
+    raw: bytes = msg.value or b""
+    try:
+        text, b64 = raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        text, b64 = raw.decode("utf-8", "replace"), base64.b64encode(raw).decode()
+    key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None
+    return DeadLetter(
+        reason=reason, detail=detail, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+        key=key, payload=text, payload_b64=b64, at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+def register_decide(app: faust.App, settings: Settings) -> None:
+    """Topics, tables and agents of the decision stream, with the catalog loaded from settings."""
+    catalog = load_catalog([settings.catalog_path])
+    rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
+    engine = Engine(catalog, rules)
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    n = settings.topic_partitions
+    pings = app.topic(settings.topic_pings, partitions=n, **raw)
+    dlq = app.topic(settings.topic_pings_dlq, partitions=n, **raw)
+    devices_topic = app.topic(settings.topic_devices, partitions=n, **raw)
+    decisions = app.topic(settings.topic_decisions, partitions=n, **raw)
+    notifications = app.topic(settings.topic_notifications, partitions=n, **raw)
+    outbox = app.topic(f"{settings.app_id}-outbox", partitions=n, internal=True, **raw)
+    presence = app.Table("presence", partitions=n, **raw)
+    device_book = app.Table("devices", partitions=n, **raw)
+    budget_used = app.Table("budget", partitions=n, default=int, key_serializer="raw", value_serializer="json")
+    counts: Counter[str] = Counter()
+    log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
+
+    @app.agent(devices_topic)
+    async def devices_agent(stream: faust.StreamT) -> None:
+        """Keep each device record in the co-partitioned table; a tombstone deletes it."""
+        async for event in stream.events():
+            key = event.key.decode() if isinstance(event.key, bytes) else None
+            if key is None:
+                continue
+            if event.value is None:
+                device_book.pop(key, None)
+                continue
+            try:
+                Device.loads(event.value)
+            except ValueError as exc:
+                log.warning("bad device record at %s/%s: %s", event.message.partition, event.message.offset, exc)
+                continue
+            device_book[key] = event.value
+
+    @app.agent(pings)
+    async def pings_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await decide_batch(stream, events)
+
+    async def decide_batch(stream: Any, events: Sequence[faust.EventT]) -> None:
+        parsed: list[Ping] = []
+        by_device: dict[str, faust.EventT] = {}
+        for event in events:
+            try:
+                ping = parse_ping(event.message.value, event.message.key)
+            except PingRejected as exc:
+                counts[f"invalid:{exc.reason}"] += 1
+                stream._set_current_event(event)
+                await dlq.send(key=event.message.key, value=dead_letter(event, exc.reason, exc.detail).dumps())
+                continue
+            parsed.append(ping)
+            by_device[ping.device_id] = event
+        counts["pings"] += len(events)
+        states = TableStates(presence, stream, by_device)
+        found, candidates, gated = engine.decide(parsed, states, TableDevices(device_book, stream, by_device))
+        states.flush()
+        for _, reason in gated:
+            counts[f"gated:{reason}"] += 1
+        for d in found:
+            stream._set_current_event(by_device[d.device_id])
+            await decisions.send(key=d.device_id.encode(), value=d.dumps())
+        for c in candidates:
+            stream._set_current_event(by_device[c.decision.device_id])
+            await outbox.send(key=(c.decision.campaign_id or "").encode(), value=candidate_bytes(c))
+
+    @app.agent(outbox)
+    async def budget_agent(stream: faust.StreamT) -> None:
+        """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``."""
+        async for event in stream.events():
+            cand = candidate_loads(event.value)
+            campaign = cand.decision.campaign_id or ""
+            decision, spend = apply_budget(cand, budget_used[campaign])
+            if spend:
+                budget_used[campaign] += 1
+                await notifications.send(key=cand.notification.notification_id.encode(), value=cand.notification.dumps())
+            counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
+            await decisions.send(key=decision.device_id.encode(), value=decision.dumps())
+
+    @app.timer(30.0)
+    async def report() -> None:
+        if counts:
+            log.info("counts %s", dict(sorted(counts.items())))
+
+
+def candidate_bytes(c: Candidate) -> bytes:
+    import orjson
+
+    return orjson.dumps(
+        {"decision": c.decision.model_dump(mode="json"), "notification": c.notification.model_dump(mode="json"), "budget": c.budget}
+    )
+
+
+def candidate_loads(raw: bytes) -> Candidate:
+    import orjson
+
+    obj = orjson.loads(raw)
+    return Candidate(Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"])
