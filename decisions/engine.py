@@ -77,7 +77,7 @@ class Engine:
         self.catalog = catalog
         self.rules = rules
         self.index = index or FenceIndex(catalog.fences)
-        self.stream_ms = 0
+        self.stream_ms: dict[int, int] = {}
         self.fence_of = {sid: i for i, sid in enumerate(self.index.store_ids)}
         self.stores: dict[str, Store] = {s.id: s for s in catalog.stores}
         self.by_trigger: dict[tuple[str, str], list[Campaign]] = defaultdict(list)
@@ -92,21 +92,25 @@ class Engine:
         return self.catalog.version
 
     def decide(
-        self, pings: Sequence[Ping], states: StateStore, devices: DeviceBook
+        self, pings: Sequence[Ping], states: StateStore, devices: DeviceBook, partition: int = 0
     ) -> tuple[list[Decision], list[Candidate], list[tuple[Ping, str]]]:
-        """(decisions, candidates, gated) for a batch, in ping order. ``gated`` lists pings a
-        gate dropped or stopped from entering, with the reason (for metrics)."""
+        """(decisions, candidates, gated) for a batch of one partition, in ping order.
+
+        Stream time (for the staleness gate) is the newest ping seen in that partition, since
+        partitions are consumed at their own pace. ``gated`` lists pings a gate dropped or
+        stopped from entering, with the reason (for metrics)."""
         decisions: list[Decision] = []
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
         if not pings:
             return decisions, candidates, gated
         seen = self._match(pings)
+        stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
-            self.stream_ms = max(self.stream_ms, ping.ts_ms)
+            stream_ms = max(stream_ms, ping.ts_ms)
             state = states.get(ping.device_id) or DeviceState()
             outside = self._outside(ping, state, {s.store_id for s in seen[k]})
-            result = step(ping, state, seen[k], outside, self.stream_ms, self.rules)
+            result = step(ping, state, seen[k], outside, stream_ms, self.rules)
             if result.gate is not None:
                 gated.append((ping, result.gate))
             if result.dropped:
@@ -114,6 +118,7 @@ class Engine:
             self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
             state.prune_sent(ping.ts_ms, self.keep_ms)
             states.put(ping.device_id, state)
+        self.stream_ms[partition] = stream_ms
         return decisions, candidates, gated
 
     # ------------------------------------------------------------------ internals

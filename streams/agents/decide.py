@@ -90,9 +90,9 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     decisions = app.topic(settings.topic_decisions, partitions=n, **raw)
     notifications = app.topic(settings.topic_notifications, partitions=n, **raw)
     outbox = app.topic(f"{settings.app_id}-outbox", partitions=n, internal=True, **raw)
-    presence = app.Table("presence", partitions=n, **raw)
-    device_book = app.Table("devices", partitions=n, **raw)
-    budget_used = app.Table("budget", partitions=n, default=int, key_serializer="raw", value_serializer="json")
+    presence = app.Table("presence", partitions=n, key_type=str, value_type=bytes)
+    device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
+    budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
     counts: Counter[str] = Counter()
     log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
 
@@ -119,7 +119,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             await decide_batch(stream, events)
 
     async def decide_batch(stream: Any, events: Sequence[faust.EventT]) -> None:
-        parsed: list[Ping] = []
+        parsed: dict[int, list[Ping]] = {}
         by_device: dict[str, faust.EventT] = {}
         for event in events:
             try:
@@ -129,15 +129,24 @@ def register_decide(app: faust.App, settings: Settings) -> None:
                 stream._set_current_event(event)
                 await dlq.send(key=event.message.key, value=dead_letter(event, exc.reason, exc.detail).dumps())
                 continue
-            parsed.append(ping)
+            parsed.setdefault(event.message.partition, []).append(ping)
             by_device[ping.device_id] = event
         counts["pings"] += len(events)
         states = TableStates(presence, stream, by_device)
-        found, candidates, gated = engine.decide(parsed, states, TableDevices(device_book, stream, by_device))
+        devices = TableDevices(device_book, stream, by_device)
+        found: list[Decision] = []
+        candidates: list[Candidate] = []
+        gated: list[tuple[Ping, str]] = []
+        for partition, batch in parsed.items():
+            d, c, g = engine.decide(batch, states, devices, partition)
+            found.extend(d)
+            candidates.extend(c)
+            gated.extend(g)
         states.flush()
         for _, reason in gated:
             counts[f"gated:{reason}"] += 1
         for d in found:
+            counts[f"decision:{d.outcome}:{d.reason}"] += 1
             stream._set_current_event(by_device[d.device_id])
             await decisions.send(key=d.device_id.encode(), value=d.dumps())
         for c in candidates:
