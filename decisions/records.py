@@ -6,6 +6,7 @@ Python and RFC 3339 strings on the wire. Each record carries ``v`` (its schema v
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
@@ -62,6 +63,21 @@ class DeadLetter(Record):
     payload: str = Field(description="The original bytes, decoded as UTF-8 with replacement")
     payload_b64: str | None = Field(None, description="Base64 of the original bytes if not UTF-8")
     at: UtcDatetime
+
+    @classmethod
+    def of(
+        cls, raw: bytes | None, key: bytes | None, reason: str, detail: str,
+        topic: str, partition: int, offset: int, at: datetime,
+    ) -> DeadLetter:  # fmt: skip
+        """The dead letter of a rejected record, keeping its exact bytes."""
+        data = raw or b""
+        try:
+            text, b64 = data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            text, b64 = data.decode("utf-8", "replace"), base64.b64encode(data).decode()
+        k = key.decode("utf-8", "replace") if key is not None else None
+        return cls(reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
+                   key=k, payload=text, payload_b64=b64, at=at)  # fmt: skip
 
 
 Transition = Literal["enter", "dwell", "exit"]

@@ -8,7 +8,6 @@ attached to the event of its own device, so state and sends land in the right pa
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -65,16 +64,8 @@ class TableDevices:
 
 def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
     msg = event.message
-    raw: bytes = msg.value or b""
-    try:
-        text, b64 = raw.decode("utf-8"), None
-    except UnicodeDecodeError:
-        text, b64 = raw.decode("utf-8", "replace"), base64.b64encode(raw).decode()
-    key = msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None
-    return DeadLetter(
-        reason=reason, detail=detail, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-        key=key, payload=text, payload_b64=b64, at=datetime.now(UTC),
-    )  # fmt: skip
+    key = msg.key if isinstance(msg.key, bytes) else None
+    return DeadLetter.of(msg.value, key, reason, detail, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
 
 
 def register_decide(app: faust.App, settings: Settings) -> None:

@@ -1,0 +1,80 @@
+"""Hypothesis throws malformed pings at the parser: it never crashes, and every rejection is a
+dead letter with a reason, the original bytes and where it came from."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decisions.pings import MAX_PING_BYTES, Ping, PingRejected, parse_ping
+from decisions.records import DeadLetter
+
+AT = datetime(2026, 11, 23, tzinfo=UTC)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+field = st.sampled_from(["device_id", "ts", "lat", "lng", "accuracy_m", "speed_mps", "extra"])
+# stdlib json writes NaN/Infinity and huge integers, which a phone's bug could send too
+almost_pings = st.dictionaries(field, json_values, max_size=7).map(lambda d: json.dumps(d).encode())
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    almost_pings,
+    st.builds(lambda n: b'{"device_id":"d","pad":"' + b"x" * n + b'"}', st.integers(MAX_PING_BYTES - 30, MAX_PING_BYTES + 50)),
+)
+
+
+def check(raw: bytes, key: bytes | None) -> None:
+    try:
+        ping = parse_ping(raw, key)
+    except PingRejected as exc:
+        assert exc.reason and exc.detail
+        letter = DeadLetter.loads(DeadLetter.of(raw, key, exc.reason, exc.detail, "pings", 3, 42, AT).dumps())
+        assert (letter.reason, letter.topic, letter.partition, letter.offset) == (exc.reason, "pings", 3, 42)
+        original = base64.b64decode(letter.payload_b64) if letter.payload_b64 else letter.payload.encode()
+        assert original == raw
+        return
+    assert isinstance(ping, Ping)
+    assert -90 <= ping.lat <= 90 and -180 <= ping.lng <= 180 and 1 <= len(ping.device_id) <= 128
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(payloads, st.one_of(st.none(), st.binary(max_size=8), st.just(b"d")))
+@pytest.mark.slow
+def test_ten_thousand_malformed_payloads_never_crash(raw: bytes, key: bytes | None) -> None:
+    check(raw, key)
+
+
+def test_reasons_for_typical_mistakes() -> None:
+    ok = {"device_id": "d", "ts": "2026-11-23T10:00:00+09:00", "lat": 35.0, "lng": 139.0}
+    assert parse_ping(orjson.dumps(ok), b"d").ts_ms == 1795395600000
+    assert parse_ping(orjson.dumps({**ok, "ts": 1795395600000, "speed_mps": -1})).speed_mps is None
+    cases = {
+        b"": "not_json", b"nope": "not_json", b"[]": "not_object",
+        orjson.dumps({**ok, "lat": "35"}): "bad_type", orjson.dumps({**ok, "lat": True}): "bad_type",
+        orjson.dumps({**ok, "lng": 181}): "lng_out_of_range", orjson.dumps({**ok, "ts": "yesterday"}): "bad_timestamp",
+        orjson.dumps({**ok, "ts": "2026-11-23T10:00:00"}): "bad_timestamp", orjson.dumps({**ok, "ts": 1795395600}): "bad_timestamp",
+        orjson.dumps({k: v for k, v in ok.items() if k != "lng"}): "missing_field",
+        orjson.dumps({**ok, "device_id": ""}): "bad_device_id", orjson.dumps({**ok, "accuracy_m": -3}): "bad_accuracy",
+        b'{"device_id":"d","ts":1795395600000,"lat":NaN,"lng":0}': "not_json",
+        b'{"device_id":"d","ts":1795395600000,"lat":1e400,"lng":0}': "not_json",
+    }  # fmt: skip
+    for raw, reason in cases.items():
+        try:
+            parse_ping(raw)
+        except PingRejected as exc:
+            assert exc.reason == reason, (raw, exc)
+        else:
+            raise AssertionError(f"{raw!r} was accepted")
+    try:
+        parse_ping(orjson.dumps(ok), b"other")
+    except PingRejected as exc:
+        assert exc.reason == "key_mismatch"

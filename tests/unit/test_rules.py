@@ -1,0 +1,167 @@
+"""Every decision rule as a pure function, with an injected clock (the pings' timestamps)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from decisions.caps import blocked_by_caps, effective_caps
+from decisions.presence import Rules, Seen, gate, step
+from decisions.pings import Ping
+from decisions.schedule import blocked_by_schedule, closes_at, is_open, local_time
+from decisions.state import DeviceState, Visit
+from geofences.catalog import Campaign, Caps, CountCap, Defaults, Store
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def store(**kw: object) -> Store:
+    base: dict[str, object] = {"id": "s", "name": "S", "timezone": "Asia/Tokyo",
+                               "geofence": {"circle": {"lat": 35, "lng": 139, "radius_m": 100}}}  # fmt: skip
+    base.update(kw)
+    return Store.model_validate(base)
+
+
+def campaign(**kw: object) -> Campaign:
+    base: dict[str, object] = {
+        "id": "c", "stores": {"ids": ["s"]}, "trigger": "enter",
+        "active": {"from": "2026-01-01", "until": "2027-12-31"},
+        "offer": {"text": {"en": {"title": "t", "body": "b"}}},
+    }  # fmt: skip
+    base.update(kw)
+    return Campaign.model_validate(base)
+
+
+DEFAULTS = Defaults(timezone="Asia/Tokyo")
+
+
+# ---------------------------------------------------------------- schedule
+def test_quiet_hours_are_store_local_and_cross_midnight() -> None:
+    c, s = campaign(), store()
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-24T12:00:00+09:00")) is None
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-24T22:30:00+09:00")) == "quiet_hours"
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-25T08:59:00+09:00")) == "quiet_hours"
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-25T09:00:00+09:00")) is None
+    # the same instant is noon in Tokyo but 4 a.m. in Paris
+    paris = store(timezone="Europe/Paris")
+    assert blocked_by_schedule(c, paris, DEFAULTS, ms("2026-11-24T12:00:00+09:00")) == "quiet_hours"
+
+
+def test_dst_change_uses_wall_clock_time() -> None:
+    c = campaign(active={"from": "2026-01-01", "until": "2027-12-31", "hours": "10:00-11:00"})
+    ny = store(timezone="America/New_York")
+    # 2026-11-01: New York falls back at 02:00 EDT -> 01:00 EST; 10:30 local is 15:30 UTC after
+    assert blocked_by_schedule(c, ny, DEFAULTS, ms("2026-11-01T15:30:00+00:00")) is None
+    assert blocked_by_schedule(c, ny, DEFAULTS, ms("2026-11-01T14:30:00+00:00")) == "outside_hours"
+    # the day before (still EDT) 10:30 local is 14:30 UTC
+    assert blocked_by_schedule(c, ny, DEFAULTS, ms("2026-10-31T14:30:00+00:00")) is None
+
+
+def test_active_dates_days_and_store_hours() -> None:
+    c = campaign(active={"from": "2026-11-01", "until": "2026-11-30", "days": ["sat", "sun"]})
+    s = store(hours={"mon-fri": "10:00-20:00", "sat": "22:00-02:00", "sun": "closed"})
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-12-05T12:00:00+09:00")) == "not_active"
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-24T12:00:00+09:00")) == "outside_hours"  # tue
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-29T12:00:00+09:00")) == "store_closed"  # sun
+    # saturday 23:00 is open (window past midnight) but quiet hours win
+    assert blocked_by_schedule(c, s, DEFAULTS, ms("2026-11-28T23:00:00+09:00")) == "quiet_hours"
+    night = Defaults(timezone="Asia/Tokyo", quiet_hours=None)
+    assert blocked_by_schedule(c, s, night, ms("2026-11-28T23:00:00+09:00")) is None
+    # sunday 01:30 belongs to saturday's window even though sunday is closed
+    assert is_open(s, local_time(ms("2026-11-29T01:30:00+09:00"), "Asia/Tokyo"))
+    assert closes_at(s, local_time(ms("2026-11-28T23:00:00+09:00"), "Asia/Tokyo")) == datetime.fromisoformat(
+        "2026-11-29T02:00:00+09:00"
+    )
+
+
+# ---------------------------------------------------------------- caps
+def test_caps_in_order_cooldown_campaign_device() -> None:
+    caps = Caps(store_cooldown=timedelta(hours=24), per_campaign=CountCap(max=2, window=timedelta(days=7)),
+                per_device=CountCap(max=3, window=timedelta(days=1)))  # fmt: skip
+    now = ms("2026-11-24T12:00:00+09:00")
+    hour = 3_600_000
+    assert blocked_by_caps(caps, [], "c", "s", now) is None
+    assert blocked_by_caps(caps, [(now - 23 * hour, "x", "s")], "c", "s", now) == "cooldown"
+    assert blocked_by_caps(caps, [(now - 25 * hour, "x", "s")], "c", "s", now) is None
+    two = [(now - 48 * hour, "c", "a"), (now - 72 * hour, "c", "b")]
+    assert blocked_by_caps(caps, two, "c", "s", now) == "campaign_cap"
+    busy = [(now - hour, "x", "a"), (now - 2 * hour, "y", "b"), (now - 3 * hour, "z", "d")]
+    assert blocked_by_caps(caps, busy, "c", "s", now) == "device_cap"
+
+
+def test_campaign_caps_override_defaults_field_by_field() -> None:
+    eff = effective_caps(Caps(budget=10, store_cooldown=timedelta(hours=1)), DEFAULTS)
+    assert eff.store_cooldown == timedelta(hours=1)
+    assert eff.per_device == DEFAULTS.caps.per_device and eff.budget == 10
+
+
+# ---------------------------------------------------------------- gates and presence
+RULES = Rules(min_accuracy_m=50, exit_buffer_m=30, max_age_s=600, drive_by_mps=7, presence_timeout_s=1800)
+T0 = ms("2026-11-24T12:00:00+09:00")
+
+
+def ping(t: int, lat: float = 35.0, lng: float = 139.0, acc: float | None = 10, speed: float | None = None) -> Ping:
+    return Ping("d", t, lat, lng, acc, speed)
+
+
+@pytest.mark.parametrize(
+    ("p", "state", "stream", "want"),
+    [
+        (ping(T0), DeviceState(ts_ms=T0), T0, ("duplicate", True)),
+        (ping(T0 - 1), DeviceState(ts_ms=T0), T0, ("out_of_order", True)),
+        (ping(T0 - 700_000), None, T0, ("stale", True)),
+        (ping(T0 + 10_000, lat=36.0), DeviceState(ts_ms=T0, lat=35.0, lng=139.0), T0, ("impossible_jump", True)),
+        (ping(T0, acc=80), None, T0, ("low_accuracy", False)),
+        (ping(T0, speed=14), None, T0, ("drive_by", False)),
+        (ping(T0 + 20_000, lat=35.002), DeviceState(ts_ms=T0, lat=35.0, lng=139.0), T0, ("drive_by", False)),
+        (ping(T0 + 20_000, lat=35.0005), DeviceState(ts_ms=T0, lat=35.0, lng=139.0), T0, (None, False)),
+    ],
+)  # fmt: skip
+def test_gates(p: Ping, state: DeviceState | None, stream: int, want: tuple[str | None, bool]) -> None:
+    assert gate(p, state, stream, RULES) == want
+
+
+def test_enter_needs_a_certain_trusted_ping_and_exit_needs_the_buffer() -> None:
+    st = DeviceState()
+    r = step(ping(T0, acc=80), st, [Seen("s", True)], {}, T0, RULES)
+    assert r.blocked_enter == ["s"] and not st.visits
+    r = step(ping(T0 + 1000), st, [Seen("s", False)], {}, T0, RULES)
+    assert r.blocked_enter == ["s"] and r.gate is None
+    r = step(ping(T0 + 2000), st, [Seen("s", True)], {}, T0, RULES)
+    assert r.entered == ["s"] and st.visits["s"].entered_ms == T0 + 2000
+    # jitter just outside: still inside (hysteresis)
+    r = step(ping(T0 + 3000), st, [], {"s": 20.0}, T0, RULES)
+    assert not r.exited and "s" in st.visits
+    # inaccurate ping 40 m out with 30 m accuracy: not certainly beyond the buffer
+    r = step(ping(T0 + 4000, acc=30), st, [], {"s": 40.0}, T0, RULES)
+    assert not r.exited
+    r = step(ping(T0 + 5000), st, [], {"s": 45.0}, T0, RULES)
+    assert r.exited == [("s", T0 + 2000)] and not st.visits
+    # must exit before entering again: now it may re-enter
+    r = step(ping(T0 + 6000), st, [Seen("s", True)], {}, T0, RULES)
+    assert r.entered == ["s"]
+
+
+def test_silent_device_exits_after_the_presence_timeout() -> None:
+    st = DeviceState(ts_ms=T0, lat=35.0, lng=139.0, visits={"s": Visit(T0, T0)})
+    r = step(ping(T0 + 1_900_000), st, [], {"s": 5.0}, T0 + 1_900_000, RULES)
+    assert r.exited == [("s", T0)]
+
+
+def test_state_round_trips_and_is_small() -> None:
+    st = DeviceState(ts_ms=T0, lat=35.123456, lng=139.654321, visits={"tokyo-shibuya-001": Visit(T0, T0 + 5, ["a"])},
+                     sent=[(T0, "autumn-latte", "tokyo-shibuya-001")])  # fmt: skip
+    raw = st.dumps()
+    assert DeviceState.loads(raw) == st
+    assert len(DeviceState(ts_ms=T0, lat=35.123456, lng=139.654321).dumps()) < 64
+    assert len(raw) < 200
+
+
+def test_date_bounds_are_inclusive() -> None:
+    c = campaign(active={"from": "2026-11-24", "until": "2026-11-24"})
+    assert c.active.from_ == date(2026, 11, 24)
+    assert blocked_by_schedule(c, store(), DEFAULTS, ms("2026-11-24T12:00:00+09:00")) is None
+    assert blocked_by_schedule(c, store(), DEFAULTS, ms("2026-11-25T12:00:00+09:00")) == "not_active"
