@@ -43,7 +43,7 @@ class Step:
     dropped: bool = False  # the ping changed nothing
     entered: list[str] = field(default_factory=list)
     exited: list[tuple[str, int]] = field(default_factory=list)  # (store, visit entered_ms)
-    blocked_enter: list[str] = field(default_factory=list)  # inside, but a gate said no
+    blocked_enter: list[str] = field(default_factory=list)  # inside, but a gate said no (once)
 
 
 def gate(ping: Ping, state: DeviceState | None, stream_ms: int, rules: Rules) -> tuple[str | None, bool]:
@@ -100,10 +100,14 @@ def step(
         if store_id in state.visits:
             continue
         if reason is not None or not s.certain:
-            out.blocked_enter.append(store_id)
+            if store_id not in state.held:  # say it once per approach, not once per ping
+                state.held.append(store_id)
+                out.blocked_enter.append(store_id)
             continue
         state.visits[store_id] = Visit(ping.ts_ms, ping.ts_ms)
         out.entered.append(store_id)
+    if state.held:
+        state.held = [h for h in state.held if h in inside and h not in state.visits]
     state.ts_ms = ping.ts_ms
     if reason != "low_accuracy":
         state.lat, state.lng = ping.lat, ping.lng

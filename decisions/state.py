@@ -27,6 +27,7 @@ class DeviceState:
     lng: float | None = None
     visits: dict[str, Visit] = field(default_factory=dict)
     sent: list[tuple[int, str, str]] = field(default_factory=list)  # (ts_ms, campaign, store)
+    held: list[str] = field(default_factory=list)  # inside, kept from entering (said once)
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -36,18 +37,20 @@ class DeviceState:
                 self.lng,
                 {k: [v.entered_ms, v.last_in_ms, v.fired] for k, v in self.visits.items()},
                 self.sent,
+                self.held,
             ]
         )
 
     @classmethod
     def loads(cls, raw: bytes) -> DeviceState:
-        ts, lat, lng, visits, sent = orjson.loads(raw)
+        ts, lat, lng, visits, sent, held = orjson.loads(raw)
         return cls(
             ts,
             lat,
             lng,
             {k: Visit(v[0], v[1], list(v[2])) for k, v in visits.items()},
             [(int(a), str(b), str(c)) for a, b, c in sent],
+            list(held),
         )
 
     def prune_sent(self, now_ms: int, keep_ms: int) -> None:

@@ -202,50 +202,36 @@ def replay_cmd(
 
 @app.command("simulate")
 def simulate_cmd(
-    devices: int = typer.Option(200, help="How many simulated phones."),
+    devices: int = typer.Option(200, help="How many simulated phones per wave."),
     seed: int = typer.Option(1, help="Random seed (same seed, same traces)."),
     rate: float = typer.Option(0.0, help="Pings per second to produce (0: as fast as possible)."),
+    waves: int = typer.Option(1, help="How many waves of phones (0: until stopped)."),
     pings_out: Path | None = typer.Option(None, "--pings-out", help="Write pings here instead of Kafka."),
     devices_out: Path | None = typer.Option(None, "--devices-out", help="Write device records here."),
     start: str | None = typer.Option(None, help="Start time (RFC 3339); default now."),
 ) -> None:
     """Simulated phones walking, dwelling, driving past the catalog's stores."""
-    import time
     from datetime import UTC, datetime
+
+    import orjson
 
     from geofences.load import load_catalog
     from streams.phones import simulate
 
     s = settings_or_exit()
     cat = load_catalog([s.catalog_path])
-    start_dt = datetime.fromisoformat(start) if start else datetime.now(UTC)
-    records, pings = simulate(cat, devices, int(start_dt.timestamp() * 1000), seed)
+    start_ms = int((datetime.fromisoformat(start) if start else datetime.now(UTC)).timestamp() * 1000)
     if pings_out or devices_out:
+        records, pings = simulate(cat, devices, start_ms, seed)
         if devices_out:
             devices_out.write_bytes(b"".join(r.dumps() + b"\n" for r in records))
         if pings_out:
-            import orjson
-
             pings_out.write_bytes(b"".join(orjson.dumps(p.body) + b"\n" for p in pings))
         typer.echo(f"{len(records)} devices, {len(pings)} pings written")
         return
-    import orjson
-    from kafka import KafkaProducer
+    from streams.phones import produce_waves
 
-    producer = KafkaProducer(**s.kafka_client_kwargs(), linger_ms=20, acks="all")  # type: ignore[arg-type]
-    for r in records:
-        producer.send(s.topic_devices, key=r.device_id.encode(), value=r.dumps())
-    producer.flush()
-    t0 = time.monotonic()
-    for i, p in enumerate(pings):
-        producer.send(s.topic_pings, key=p.device_id.encode(), value=orjson.dumps(p.body))
-        if rate > 0 and i % 50 == 0:
-            ahead = i / rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush()
-    producer.close()
-    typer.echo(f"{len(records)} devices and {len(pings)} pings produced to {s.topic_devices}, {s.topic_pings}")
+    produce_waves(s, cat, devices, seed, rate, waves, start_ms, echo=typer.echo)
 
 
 @app.command("worker")
@@ -257,6 +243,19 @@ def worker() -> None:
 
     s = settings_or_exit()
     run_worker(create_app(s, pipeline_registrars()), s)
+
+
+@app.command("dev")
+def dev(
+    phones: int = typer.Option(300, help="Simulated phones per wave."),
+    rate: float = typer.Option(200.0, help="Simulated pings per second."),
+) -> None:
+    """The whole local stack: a Kafka broker, the topics, a worker and simulated phones.
+
+    Prints what runs where and a running count of decisions; Ctrl-C stops everything."""
+    from streams.devstack import run_dev
+
+    raise typer.Exit(run_dev(settings_or_exit(), phones, rate))
 
 
 def main() -> None:

@@ -214,7 +214,7 @@ class LocalKafka:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if self.tie_to_parent else None,  # noqa: PLW1509
-            start_new_session=not self.tie_to_parent,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the broker last
         )
         logf.close()
         self.state_path.write_text(
@@ -226,17 +226,26 @@ class LocalKafka:
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise LocalKafkaError(
-                    f"broker exited with code {self.process.returncode}; log tail:\n{self.log_tail()}"
-                )
-            try:
-                if metadata_ok(self.bootstrap):
-                    return
-            except Exception as exc:  # noqa: BLE001 - retried until the deadline
-                last = exc
-            time.sleep(0.3)
+        kafka_log = logging.getLogger("kafka")
+        level = kafka_log.level
+        kafka_log.setLevel(logging.CRITICAL)  # connection refused is expected while it starts
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise LocalKafkaError(
+                        f"broker exited with code {self.process.returncode}; log tail:\n{self.log_tail()}"
+                    )
+                if not _accepts(self.port):
+                    time.sleep(0.1)
+                    continue
+                try:
+                    if metadata_ok(self.bootstrap):
+                        return
+                except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                    last = exc
+                time.sleep(0.2)
+        finally:
+            kafka_log.setLevel(level)
         self.stop()
         raise LocalKafkaError(
             f"broker on {self.bootstrap} did not answer Metadata within {timeout_s:.0f}s "
@@ -266,6 +275,12 @@ class LocalKafka:
                 proc.wait(5)
         self.process = None
         self.state_path.unlink(missing_ok=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def metadata_ok(bootstrap: str, timeout_ms: int = 3000) -> bool:

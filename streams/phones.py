@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from decisions.records import Device
 from geofences.geodesy import destination
 from geofences.load import Catalog
 from geofences.shapes import Fence
+from streams.settings import Settings
 
 KINDS = ("visit", "pass", "drive", "jitter", "poor", "far")
 WEIGHTS = (0.25, 0.15, 0.1, 0.05, 0.05, 0.4)
@@ -141,3 +143,34 @@ def iter_lines(pings: list[SimPing]) -> Iterator[bytes]:
 
     for p in pings:
         yield orjson.dumps(p.body)
+
+
+def produce_waves(
+    settings: Settings, catalog: Catalog, devices: int, seed: int, rate: float, waves: int,
+    start_ms: int, echo: Callable[[str], None] = print,
+) -> None:  # fmt: skip
+    """Produce waves of simulated phones to Kafka, each wave starting where the last ended."""
+    import orjson
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**settings.kafka_client_kwargs(), linger_ms=20, acks="all")  # type: ignore[arg-type]
+    t0, sent, wave = time.monotonic(), 0, 0
+    try:
+        while waves == 0 or wave < waves:
+            records, pings = simulate(catalog, devices, start_ms, seed + wave)
+            for r in records:
+                producer.send(settings.topic_devices, key=r.device_id.encode(), value=r.dumps())
+            producer.flush()
+            for p in pings:
+                producer.send(settings.topic_pings, key=p.device_id.encode(), value=orjson.dumps(p.body))
+                sent += 1
+                if rate > 0 and sent % 50 == 0:
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            producer.flush()
+            echo(f"wave {wave}: {len(records)} devices, {len(pings)} pings produced")
+            start_ms = max(p.ts_ms for p in pings) + 1000
+            wave += 1
+    finally:
+        producer.close()

@@ -37,7 +37,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_notifications, n),
         TopicSpec(settings.topic_deliveries, n),
         TopicSpec(settings.topic_catalog, 1, compacted=True),
+        TopicSpec(outbox_topic(settings), n),
     ]
+
+
+def outbox_topic(settings: Settings) -> str:
+    """Notify candidates between the device-keyed and the campaign-keyed (budget) step."""
+    return f"{settings.app_id}-outbox"
 
 
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:

@@ -23,6 +23,7 @@ from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import load_catalog
 from streams.settings import Settings
+from streams.topics import outbox_topic
 
 log = logging.getLogger("geopush.decide")
 BATCH_MAX = 2000
@@ -80,7 +81,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     devices_topic = app.topic(settings.topic_devices, partitions=n, **raw)
     decisions = app.topic(settings.topic_decisions, partitions=n, **raw)
     notifications = app.topic(settings.topic_notifications, partitions=n, **raw)
-    outbox = app.topic(f"{settings.app_id}-outbox", partitions=n, internal=True, **raw)
+    outbox = app.topic(outbox_topic(settings), partitions=n, internal=True, **raw)
     presence = app.Table("presence", partitions=n, key_type=str, value_type=bytes)
     device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
     budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)

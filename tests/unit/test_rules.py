@@ -129,7 +129,10 @@ def test_enter_needs_a_certain_trusted_ping_and_exit_needs_the_buffer() -> None:
     r = step(ping(T0, acc=80), st, [Seen("s", True)], {}, T0, RULES)
     assert r.blocked_enter == ["s"] and not st.visits
     r = step(ping(T0 + 1000), st, [Seen("s", False)], {}, T0, RULES)
-    assert r.blocked_enter == ["s"] and r.gate is None
+    assert r.blocked_enter == [] and r.gate is None and st.held == ["s"]  # said once already
+    step(ping(T0 + 1500), st, [], {}, T0, RULES)  # walked out of the area: may be said again
+    r = step(ping(T0 + 1700), st, [Seen("s", False)], {}, T0, RULES)
+    assert r.blocked_enter == ["s"]
     r = step(ping(T0 + 2000), st, [Seen("s", True)], {}, T0, RULES)
     assert r.entered == ["s"] and st.visits["s"].entered_ms == T0 + 2000
     # jitter just outside: still inside (hysteresis)
