@@ -133,8 +133,8 @@ def run(mix: str, n_fences: int, n_pings: int, seed: int) -> dict[str, object]:
     tree, tree_build_s, tree_rss = built(lambda: StrtreeMatcher(fences))
     t_idx, m = timed(idx.match, lat, lng)
     t_tree, (tp, tf) = timed(tree.match, lat, lng)
-    ours = set(zip(m.ping.tolist(), m.fence.tolist()))
-    theirs = set(zip(tp.tolist(), tf.tolist()))
+    ours = set(zip(m.ping.tolist(), m.fence.tolist(), strict=False))
+    theirs = set(zip(tp.tolist(), tf.tolist(), strict=False))
     assert ours == theirs, f"{mix}: results differ: {len(ours ^ theirs)} pairs"
     one_lat, one_lng = float(lat[n_pings // 5 + 1]), float(lng[n_pings // 5 + 1])
     reps = 2000

@@ -20,7 +20,7 @@ import numpy as np
 from decisions.caps import blocked_by_caps, effective_caps, longest_window
 from decisions.pings import Ping
 from decisions.presence import Rules, Seen, Step, step
-from decisions.records import Decision, Device, Notification, Transition
+from decisions.records import Decision, Device, Notification, Outcome, Transition
 from decisions.schedule import blocked_by_schedule, closes_at, local_time, store_tz
 from decisions.state import DeviceState
 from geofences.catalog import Campaign, Caps, Store
@@ -188,11 +188,11 @@ class Engine:
 
     def _decision(
         self, ping: Ping, store_id: str, campaign_id: str | None, transition: Transition,
-        outcome: str, reason: str, nid: str | None,
+        outcome: Outcome, reason: str, nid: str | None,
     ) -> Decision:  # fmt: skip
         return Decision(
             device_id=ping.device_id, ts=utc(ping.ts_ms), store_id=store_id, campaign_id=campaign_id,
-            transition=transition, outcome=outcome, reason=reason, notification_id=nid,  # type: ignore[arg-type]
+            transition=transition, outcome=outcome, reason=reason, notification_id=nid,
             catalog_version=self.catalog.version,
         )  # fmt: skip
 

@@ -54,7 +54,9 @@ def _number(obj: dict[str, object], name: str, required: bool) -> float | None:
 
 def _timestamp(v: object) -> int:
     if isinstance(v, bool) or v is None:
-        raise PingRejected("bad_timestamp" if v is not None else "missing_field", "ts is required (RFC 3339 or epoch ms)")
+        raise PingRejected(
+            "bad_timestamp" if v is not None else "missing_field", "ts is required (RFC 3339 or epoch ms)"
+        )
     if isinstance(v, int | float):
         if not math.isfinite(v) or not MIN_EPOCH_MS <= v <= MAX_EPOCH_MS:
             raise PingRejected("bad_timestamp", f"ts {v} is not epoch milliseconds between 2000 and 2100")

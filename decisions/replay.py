@@ -46,7 +46,9 @@ class Summary:
         out.append(f"gated: {dict(self.gated)}")
         for c in sorted(set(self.notified) | set(self.suppressed)):
             why = ", ".join(f"{r} {n}" for r, n in self.suppressed[c].most_common())
-            out.append(f"{c:<24} notified {self.notified[c]:>7}   suppressed {sum(self.suppressed[c].values()):>7}  {why}")
+            out.append(
+                f"{c:<24} notified {self.notified[c]:>7}   suppressed {sum(self.suppressed[c].values()):>7}  {why}"
+            )
         return out
 
 

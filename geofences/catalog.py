@@ -42,9 +42,7 @@ def _duration(value: object) -> timedelta:
 
 
 WindowField = Annotated[Window, BeforeValidator(_window), PlainSerializer(str)]
-Duration = Annotated[
-    timedelta, BeforeValidator(_duration), PlainSerializer(lambda d: f"{int(d.total_seconds())}s")
-]
+Duration = Annotated[timedelta, BeforeValidator(_duration), PlainSerializer(lambda d: f"{int(d.total_seconds())}s")]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
@@ -130,9 +128,7 @@ class Store(Strict):
     def _hours(cls, v: object) -> object:
         if not isinstance(v, dict):
             return v
-        return {
-            str(key): [w] if isinstance(w, str) and w != "closed" else w for key, w in v.items()
-        }
+        return {str(key): [w] if isinstance(w, str) and w != "closed" else w for key, w in v.items()}
 
     def hours_by_day(self) -> dict[str, tuple[Window, ...]] | None:
         """Opening windows per weekday (mon..sun); None means always open."""
@@ -236,7 +232,7 @@ class Campaign(Strict):
     active: Active
     respect_store_hours: bool = True
     offer: Offer
-    caps: Caps = Field(default_factory=Caps)
+    caps: Caps = Field(default_factory=lambda: Caps())
     priority: int = Field(0, description="Higher wins when several campaigns fire at once.")
 
     @model_validator(mode="after")

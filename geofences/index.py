@@ -267,8 +267,8 @@ class FenceIndex:
         if west < -180 or east > 180 or east - west > 180:
             west, east = -180.0, 180.0  # fences around the antimeridian: span the globe
         step = max(0.004, math.sqrt((north - south) * (east - west) / GRID_MAX_CELLS))
-        rows = int(math.ceil((north - south) / step)) + 1
-        cols = int(math.ceil((east - west) / step)) + 1
+        rows = math.ceil((north - south) / step) + 1
+        cols = math.ceil((east - west) / step) + 1
         grid = np.zeros((rows, cols), dtype=bool)
         r0 = np.floor((lat0 - south) / step).astype(np.int64)
         r1 = np.floor((lat1 - south) / step).astype(np.int64)
@@ -280,8 +280,8 @@ class FenceIndex:
             elif b > 180:
                 spans = [(a, 180.0), (-180.0, b - 360.0)]
             for lo, hi in spans:
-                c0 = max(0, int(math.floor((lo - west) / step)))
-                c1 = int(math.floor((hi - west) / step))
+                c0 = max(0, math.floor((lo - west) / step))
+                c1 = math.floor((hi - west) / step)
                 grid[r0[i] : r1[i] + 1, c0 : c1 + 1] = True
         self._grid, self._grid_origin, self._grid_step = grid, (south, west), step
 

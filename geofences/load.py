@@ -188,9 +188,7 @@ def load_catalog(paths: Sequence[Path | str]) -> Catalog:
                         raw_refs.append((item, doc, ("campaigns", i)))
     defaults_model = defaults[0] if defaults else Defaults()
     _cross_check(out, stores, campaigns)
-    _check_raw_references(
-        out, {s.id for s, _, _, _ in stores}, {t for s, _, _, _ in stores for t in s.tags}, raw_refs
-    )
+    _check_raw_references(out, {s.id for s, _, _, _ in stores}, {t for s, _, _, _ in stores for t in s.tags}, raw_refs)
     if out.problems:
         raise CatalogInvalid(out.problems)
     return Catalog(

@@ -111,7 +111,7 @@ def kafka_status() -> None:
     bootstrap = str(state["bootstrap"])
     try:
         ok = metadata_ok(bootstrap)
-    except Exception as exc:  # noqa: BLE001 - reported to the user
+    except Exception as exc:
         typer.echo(f"pid {state['pid']} on {bootstrap}: not answering ({exc})")
         raise typer.Exit(1) from None
     typer.echo(f"pid {state['pid']} on {bootstrap}: {'answering' if ok else 'no brokers'}")

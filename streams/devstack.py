@@ -34,9 +34,9 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     from streams.local_kafka import _die_with_parent
 
     fh = log.open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True,  # noqa: PLW1509
+        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True,
     )  # fmt: skip
     fh.close()
     return proc

@@ -107,8 +107,7 @@ def ensure_jars(kafka_home: Path, version: str) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise LocalKafkaError(
-                f"mvn could not fetch org.apache.kafka:kafka_2.13:{version}:\n"
-                + (proc.stdout + proc.stderr)[-3000:]
+                f"mvn could not fetch org.apache.kafka:kafka_2.13:{version}:\n" + (proc.stdout + proc.stderr)[-3000:]
             )
         if libs.exists():
             shutil.rmtree(libs)
@@ -160,8 +159,7 @@ class LocalKafka:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -208,12 +206,12 @@ class LocalKafka:
         heap = [f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", "-XX:+UseG1GC"]
         cmd = [java[0], *heap, "-Djava.awt.headless=true", *java[1:], "kafka.Kafka", str(props)]
         logf = self.log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
+        self.process = subprocess.Popen(
             cmd,
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the broker last
         )
         logf.close()
@@ -241,7 +239,7 @@ class LocalKafka:
                 try:
                     if metadata_ok(self.bootstrap):
                         return
-                except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                except Exception as exc:
                     last = exc
                 time.sleep(0.2)
         finally:

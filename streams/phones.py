@@ -153,7 +153,7 @@ def produce_waves(
     import orjson
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(**settings.kafka_client_kwargs(), linger_ms=20, acks="all")  # type: ignore[arg-type]
+    producer = KafkaProducer(**settings.kafka_client_kwargs(), linger_ms=20, acks="all")
     t0, sent, wave = time.monotonic(), 0, 0
     try:
         while waves == 0 or wave < waves:

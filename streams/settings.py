@@ -26,9 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     # --- Kafka -----------------------------------------------------------------------------
-    kafka_bootstrap: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
-    )
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How clients talk to the brokers."
     )
@@ -38,17 +36,11 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL.")
-    topic_partitions: int = Field(
-        12, ge=1, le=1024, description="Partitions of the pings/devices topics and tables."
-    )
-    topic_replicas: int = Field(
-        1, ge=1, le=7, description="Replication factor of topics geopush creates (3 in prod)."
-    )
+    topic_partitions: int = Field(12, ge=1, le=1024, description="Partitions of the pings/devices topics and tables.")
+    topic_replicas: int = Field(1, ge=1, le=7, description="Replication factor of topics geopush creates (3 in prod).")
 
     # --- topics ----------------------------------------------------------------------------
-    app_id: str = Field(
-        "geopush", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and table prefix."
-    )
+    app_id: str = Field("geopush", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and table prefix.")
     topic_pings: str = Field("pings", description="Location pings from the mobile app.")
     topic_pings_dlq: str = Field("pings.dlq", description="Rejected pings with their reason.")
     topic_devices: str = Field("devices", description="Compacted device registry.")
@@ -68,16 +60,12 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once", description="Faust processing guarantee."
     )
-    consumer_session_timeout_s: float = Field(
-        30.0, gt=0, description="How long a silent worker keeps its partitions."
-    )
+    consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
 
     # --- catalog ---------------------------------------------------------------------------
-    catalog_path: Path = Field(
-        Path("config/catalog"), description="Catalog YAML file or directory loaded at start."
-    )
+    catalog_path: Path = Field(Path("config/catalog"), description="Catalog YAML file or directory loaded at start.")
 
     # --- FCM -------------------------------------------------------------------------------
     fcm_project_id: str = Field("geopush-dev", description="Firebase project id.")
@@ -123,12 +111,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
     known = env_var_names()
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
-        raise SettingsError(
-            "unknown setting(s): " + ", ".join(unknown) + " (see config/geopush.env.example)"
-        )
-    values: dict[str, object] = {
-        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k in known
-    }
+        raise SettingsError("unknown setting(s): " + ", ".join(unknown) + " (see config/geopush.env.example)")
+    values: dict[str, object] = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k in known}
     values.update(overrides)
     try:
         return Settings.model_validate(values)

@@ -49,7 +49,7 @@ def outbox_topic(settings: Settings) -> str:
 def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the missing topics; return the names created. Existing topics are left alone."""
     specs = topic_specs(settings) if specs is None else specs
-    admin = KafkaAdminClient(**settings.kafka_client_kwargs())  # type: ignore[arg-type]
+    admin = KafkaAdminClient(**settings.kafka_client_kwargs())
     try:
         existing = set(admin.list_topics())
         todo = [s for s in specs if s.name not in existing]

@@ -74,14 +74,17 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     catalog = load_catalog([settings.catalog_path])
     rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
     engine = Engine(catalog, rules)
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
     n = settings.topic_partitions
-    pings = app.topic(settings.topic_pings, partitions=n, **raw)
-    dlq = app.topic(settings.topic_pings_dlq, partitions=n, **raw)
-    devices_topic = app.topic(settings.topic_devices, partitions=n, **raw)
-    decisions = app.topic(settings.topic_decisions, partitions=n, **raw)
-    notifications = app.topic(settings.topic_notifications, partitions=n, **raw)
-    outbox = app.topic(outbox_topic(settings), partitions=n, internal=True, **raw)
+
+    def raw_topic(name: str, internal: bool = False) -> Any:
+        return app.topic(name, partitions=n, internal=internal, key_serializer="raw", value_serializer="raw")
+
+    pings = raw_topic(settings.topic_pings)
+    dlq = raw_topic(settings.topic_pings_dlq)
+    devices_topic = raw_topic(settings.topic_devices)
+    decisions = raw_topic(settings.topic_decisions)
+    notifications = raw_topic(settings.topic_notifications)
+    outbox = raw_topic(outbox_topic(settings), internal=True)
     presence = app.Table("presence", partitions=n, key_type=str, value_type=bytes)
     device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
     budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
@@ -106,7 +109,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             device_book[key] = event.value
 
     @app.agent(pings)
-    async def pings_agent(stream: faust.StreamT) -> None:
+    async def pings_agent(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await decide_batch(stream, events)
 
@@ -130,10 +133,10 @@ def register_decide(app: faust.App, settings: Settings) -> None:
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
         for partition, batch in parsed.items():
-            d, c, g = engine.decide(batch, states, devices, partition)
-            found.extend(d)
-            candidates.extend(c)
-            gated.extend(g)
+            part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
+            found.extend(part_decisions)
+            candidates.extend(part_candidates)
+            gated.extend(part_gated)
         states.flush()
         for _, reason in gated:
             counts[f"gated:{reason}"] += 1
@@ -154,7 +157,9 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             decision, spend = apply_budget(cand, budget_used[campaign])
             if spend:
                 budget_used[campaign] += 1
-                await notifications.send(key=cand.notification.notification_id.encode(), value=cand.notification.dumps())
+                await notifications.send(
+                    key=cand.notification.notification_id.encode(), value=cand.notification.dumps()
+                )
             counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
             await decisions.send(key=decision.device_id.encode(), value=decision.dumps())
 
@@ -168,7 +173,11 @@ def candidate_bytes(c: Candidate) -> bytes:
     import orjson
 
     return orjson.dumps(
-        {"decision": c.decision.model_dump(mode="json"), "notification": c.notification.model_dump(mode="json"), "budget": c.budget}
+        {
+            "decision": c.decision.model_dump(mode="json"),
+            "notification": c.notification.model_dump(mode="json"),
+            "budget": c.budget,
+        }
     )
 
 
@@ -176,4 +185,6 @@ def candidate_loads(raw: bytes) -> Candidate:
     import orjson
 
     obj = orjson.loads(raw)
-    return Candidate(Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"])
+    return Candidate(
+        Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"]
+    )

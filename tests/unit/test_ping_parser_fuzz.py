@@ -28,7 +28,9 @@ payloads = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=200).map(str.encode),
     almost_pings,
-    st.builds(lambda n: b'{"device_id":"d","pad":"' + b"x" * n + b'"}', st.integers(MAX_PING_BYTES - 30, MAX_PING_BYTES + 50)),
+    st.builds(
+        lambda n: b'{"device_id":"d","pad":"' + b"x" * n + b'"}', st.integers(MAX_PING_BYTES - 30, MAX_PING_BYTES + 50)
+    ),
 )
 
 

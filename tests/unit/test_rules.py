@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
 from decisions.caps import blocked_by_caps, effective_caps
-from decisions.presence import Rules, Seen, gate, step
 from decisions.pings import Ping
+from decisions.presence import Rules, Seen, gate, step
 from decisions.schedule import blocked_by_schedule, closes_at, is_open, local_time
 from decisions.state import DeviceState, Visit
 from geofences.catalog import Campaign, Caps, CountCap, Defaults, Store
