@@ -163,6 +163,26 @@ def catalog_validate(
                f"built in {build_ms:.0f} ms")  # fmt: skip
 
 
+@catalog_app.command("apply")
+def catalog_apply(
+    paths: list[Path] = typer.Argument(..., help="Catalog YAML files or directories."),
+) -> None:
+    """Validate, then publish the catalog to every running worker (no restart, no lost pings)."""
+    from geofences.load import CatalogInvalid
+    from streams.catalog_feed import publish
+
+    s = settings_or_exit()
+    try:
+        cat = publish(s, paths)
+    except CatalogInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(exc.problems)} problem(s); nothing was published.", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"published catalog {cat.version} ({len(cat.stores)} stores, {len(cat.campaigns)} campaigns) "
+               f"to {s.topic_catalog}")  # fmt: skip
+
+
 @app.command("replay")
 def replay_cmd(
     catalog: list[Path] = typer.Option(..., "--catalog", help="Catalog YAML file or directory."),

@@ -21,7 +21,8 @@ from decisions.pings import Ping, PingRejected, parse_ping
 from decisions.presence import Rules
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
-from geofences.load import load_catalog
+from geofences.load import Catalog, load_catalog
+from streams.catalog_feed import CatalogFeed
 from streams.settings import Settings
 from streams.topics import outbox_topic
 
@@ -69,11 +70,32 @@ def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
     return DeadLetter.of(msg.value, key, reason, detail, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
 
 
+def engine_for(catalog: Catalog) -> Engine:
+    """The decision engine for a catalog (builds its fence index)."""
+    rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
+    return Engine(catalog, rules)
+
+
+class LiveEngine:
+    """The engine in use; ``swap`` builds the next one and replaces it in one assignment."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def swap(self, catalog: Catalog) -> None:
+        new = engine_for(catalog)
+        new.stream_ms = dict(self.engine.stream_ms)
+        old, self.engine = self.engine.version, new
+        log.info(
+            "catalog %s applied (was %s): %d stores, %d campaigns, %d index cells",
+            catalog.version, old, len(catalog.stores), len(catalog.campaigns), new.index.cell_count(),
+        )  # fmt: skip
+
+
 def register_decide(app: faust.App, settings: Settings) -> None:
     """Topics, tables and agents of the decision stream, with the catalog loaded from settings."""
     catalog = load_catalog([settings.catalog_path])
-    rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
-    engine = Engine(catalog, rules)
+    live = LiveEngine(engine_for(catalog))
     n = settings.topic_partitions
 
     def raw_topic(name: str, internal: bool = False) -> Any:
@@ -90,6 +112,15 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
     counts: Counter[str] = Counter()
     log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
+
+    def failed(version: str) -> None:
+        counts["catalog_failures"] += 1
+
+    feed = CatalogFeed(settings, lambda: live.engine.version, live.swap, failed)
+
+    @app.task
+    async def follow_catalog() -> None:
+        await feed.run()
 
     @app.agent(devices_topic)
     async def devices_agent(stream: faust.StreamT) -> None:
@@ -132,6 +163,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
         found: list[Decision] = []
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
+        engine = live.engine  # one catalog per batch; a swap takes effect at the next batch
         for partition, batch in parsed.items():
             part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
             found.extend(part_decisions)
