@@ -8,13 +8,16 @@ attached to the event of its own device, so state and sends land in the right pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from decisions.engine import Candidate, Engine, apply_budget
 from decisions.pings import Ping, PingRejected, parse_ping
@@ -23,6 +26,7 @@ from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog, load_catalog
 from streams.catalog_feed import CatalogFeed
+from streams.emitted import EmittedIds
 from streams.settings import Settings
 from streams.topics import outbox_topic
 
@@ -31,17 +35,24 @@ BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 
 
+def use_event(event: faust.EventT) -> None:
+    """Make ``event`` the current event of this task, so table writes and sends go to its
+    partition. Only the context variable is set: ``Stream.current_event`` belongs to the
+    stream's own reader, which fills the next batch concurrently (setting it loses events)."""
+    _current_event.set(weakref.ref(event))
+
+
 class TableStates:
     """Device state in a Faust table; each access switches to that device's event."""
 
-    def __init__(self, table: Any, stream: Any, events: dict[str, faust.EventT]) -> None:
-        self.table, self.stream, self.events = table, stream, events
+    def __init__(self, table: Any, events: dict[str, faust.EventT]) -> None:
+        self.table, self.events = table, events
         self.dirty: dict[str, DeviceState] = {}
 
     def get(self, device_id: str) -> DeviceState | None:
         if device_id in self.dirty:
             return self.dirty[device_id]
-        self.stream._set_current_event(self.events[device_id])
+        use_event(self.events[device_id])
         raw = self.table.get(device_id)
         return DeviceState.loads(raw) if raw is not None else None
 
@@ -50,16 +61,16 @@ class TableStates:
 
     def flush(self) -> None:
         for device_id, state in self.dirty.items():
-            self.stream._set_current_event(self.events[device_id])
+            use_event(self.events[device_id])
             self.table[device_id] = state.dumps()
 
 
 class TableDevices:
-    def __init__(self, table: Any, stream: Any, events: dict[str, faust.EventT]) -> None:
-        self.table, self.stream, self.events = table, stream, events
+    def __init__(self, table: Any, events: dict[str, faust.EventT]) -> None:
+        self.table, self.events = table, events
 
     def get(self, device_id: str) -> Device | None:
-        self.stream._set_current_event(self.events[device_id])
+        use_event(self.events[device_id])
         raw = self.table.get(device_id)
         return Device.loads(raw) if raw is not None else None
 
@@ -122,6 +133,51 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     async def follow_catalog() -> None:
         await feed.run()
 
+    @app.agent(pings)
+    async def pings_agent(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await decide_batch(events)
+
+    async def decide_batch(events: Sequence[faust.EventT]) -> None:
+        parsed: dict[int, list[Ping]] = {}
+        by_device: dict[str, faust.EventT] = {}
+        for event in events:
+            try:
+                ping = parse_ping(event.message.value, event.message.key)
+            except PingRejected as exc:
+                counts[f"invalid:{exc.reason}"] += 1
+                use_event(event)
+                letter = dead_letter(event, exc.reason, exc.detail).dumps()
+                await (await dlq.send(key=event.message.key, value=letter, force=True))
+                continue
+            parsed.setdefault(event.message.partition, []).append(ping)
+            by_device[ping.device_id] = event
+        counts["pings"] += len(events)
+        states = TableStates(presence, by_device)
+        devices = TableDevices(device_book, by_device)
+        found: list[Decision] = []
+        candidates: list[Candidate] = []
+        gated: list[tuple[Ping, str]] = []
+        engine = live.engine  # one catalog per batch; a swap takes effect at the next batch
+        for partition, batch in parsed.items():
+            part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
+            found.extend(part_decisions)
+            candidates.extend(part_candidates)
+            gated.extend(part_gated)
+        for _, reason in gated:
+            counts[f"gated:{reason}"] += 1
+        # outputs first, acknowledged by the broker, then the state that says they happened:
+        # a crash in between repeats a decision (at-least-once) but never loses one
+        acks = []
+        for d in found:
+            counts[f"decision:{d.outcome}:{d.reason}"] += 1
+            acks.append(await decisions.send(key=d.device_id.encode(), value=d.dumps(), force=True))
+        for c in candidates:
+            key = (c.decision.campaign_id or "").encode()
+            acks.append(await outbox.send(key=key, value=candidate_bytes(c), force=True))
+        await asyncio.gather(*acks)
+        states.flush()
+
     @app.agent(devices_topic)
     async def devices_agent(stream: faust.StreamT) -> None:
         """Keep each device record in the co-partitioned table; a tombstone deletes it."""
@@ -139,61 +195,38 @@ def register_decide(app: faust.App, settings: Settings) -> None:
                 continue
             device_book[key] = event.value
 
-    @app.agent(pings)
-    async def pings_agent(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await decide_batch(stream, events)
+    emitted = EmittedIds(settings.kafka_bootstrap, settings.topic_notifications)
 
-    async def decide_batch(stream: Any, events: Sequence[faust.EventT]) -> None:
-        parsed: dict[int, list[Ping]] = {}
-        by_device: dict[str, faust.EventT] = {}
-        for event in events:
-            try:
-                ping = parse_ping(event.message.value, event.message.key)
-            except PingRejected as exc:
-                counts[f"invalid:{exc.reason}"] += 1
-                stream._set_current_event(event)
-                await dlq.send(key=event.message.key, value=dead_letter(event, exc.reason, exc.detail).dumps())
-                continue
-            parsed.setdefault(event.message.partition, []).append(ping)
-            by_device[ping.device_id] = event
-        counts["pings"] += len(events)
-        states = TableStates(presence, stream, by_device)
-        devices = TableDevices(device_book, stream, by_device)
-        found: list[Decision] = []
-        candidates: list[Candidate] = []
-        gated: list[tuple[Ping, str]] = []
-        engine = live.engine  # one catalog per batch; a swap takes effect at the next batch
-        for partition, batch in parsed.items():
-            part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
-            found.extend(part_decisions)
-            candidates.extend(part_candidates)
-            gated.extend(part_gated)
-        states.flush()
-        for _, reason in gated:
-            counts[f"gated:{reason}"] += 1
-        for d in found:
-            counts[f"decision:{d.outcome}:{d.reason}"] += 1
-            stream._set_current_event(by_device[d.device_id])
-            await decisions.send(key=d.device_id.encode(), value=d.dumps())
-        for c in candidates:
-            stream._set_current_event(by_device[c.decision.device_id])
-            await outbox.send(key=(c.decision.campaign_id or "").encode(), value=candidate_bytes(c))
+    @app.on_partitions_revoked.connect
+    async def forget_emitted(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        emitted.forget({tp.partition for tp in revoked if tp.topic == outbox.get_topic_name()})
 
     @app.agent(outbox)
     async def budget_agent(stream: faust.StreamT) -> None:
-        """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``."""
+        """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``.
+
+        Idempotent: a candidate whose notification id is already on ``notifications`` (this
+        partition's) is skipped, so reprocessing after a crash never sends an id twice."""
         async for event in stream.events():
+            partition = event.message.partition
             cand = candidate_loads(event.value)
+            nid = cand.notification.notification_id.encode()
+            if await emitted.seen(partition, nid):
+                counts["duplicate_candidates"] += 1
+                continue
             campaign = cand.decision.campaign_id or ""
             decision, spend = apply_budget(cand, budget_used[campaign])
+            counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
+            acks = [await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True)]
+            if spend:
+                acks.append(
+                    await notifications.send(key=nid, value=cand.notification.dumps(), partition=partition, force=True)
+                )
+                emitted.add(partition, nid)
+            await asyncio.gather(*acks)
             if spend:
                 budget_used[campaign] += 1
-                await notifications.send(
-                    key=cand.notification.notification_id.encode(), value=cand.notification.dumps()
-                )
-            counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
-            await decisions.send(key=decision.device_id.encode(), value=decision.dumps())
 
     @app.timer(30.0)
     async def report() -> None:

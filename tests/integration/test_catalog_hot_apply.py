@@ -86,7 +86,9 @@ def test_worker_swaps_catalog_without_restart(settings: Settings, tmp_path: Path
                       value=orjson.dumps({"v": 1, "version": "broken", "files": {"x.yaml": "stores: 5"}}))  # fmt: skip
         producer.flush()
         worker.wait_for_log("catalog broken could not be applied; keeping " + version, timeout_s=60)
-        got = [Decision.loads(v) for _, v, _, _ in read_topic(settings.kafka_bootstrap, settings.topic_decisions, 2, 60)]
+        got = [
+            Decision.loads(v) for _, v, _, _ in read_topic(settings.kafka_bootstrap, settings.topic_decisions, 2, 60)
+        ]
     producer.close()
     umeda = [d for d in got if d.store_id == "osaka-umeda-900"]
     assert {d.device_id for d in umeda} == {"after"}, got
