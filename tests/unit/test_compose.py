@@ -1,0 +1,75 @@
+"""docker-compose.yml, the Dockerfile and the settings agree (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from streams.settings import Settings, env_var_names
+from tests.conftest import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def env_file_vars(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s*#?\s*(GEOPUSH_[A-Z0-9_]+)=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_every_mounted_file_exists() -> None:
+    for name, svc in SERVICES.items():
+        for vol in svc.get("volumes", []):
+            host = vol.split(":")[0]
+            if host.startswith("."):
+                assert (REPO / host).exists(), f"{name} mounts missing {host}"
+        for f in [svc["env_file"]] if isinstance(svc.get("env_file"), str) else svc.get("env_file", []):
+            assert (REPO / f).exists(), f"{name} reads missing {f}"
+
+
+def test_env_names_are_settings_and_all_settings_are_documented() -> None:
+    known = env_var_names()
+    documented = env_file_vars(REPO / "config" / "geopush.env.example")
+    assert set(documented) == known, f"undocumented: {known - set(documented)}, unknown: {set(documented) - known}"
+    for name, svc in SERVICES.items():
+        for var in svc.get("environment", {}):
+            if var.startswith("GEOPUSH_"):
+                assert var in known, f"{name} sets unknown {var}"
+
+
+def test_documented_defaults_match_the_model() -> None:
+    documented = env_file_vars(REPO / "config" / "geopush.env.example")
+    defaults = Settings.model_fields
+    for var, value in documented.items():
+        field = defaults[var.removeprefix("GEOPUSH_").lower()]
+        if value and var != "GEOPUSH_KAFKA_HOME":
+            assert str(field.default) == value, (var, value, field.default)
+
+
+def test_ports_and_versions_agree() -> None:
+    worker = SERVICES["worker"]
+    port = worker["environment"]["GEOPUSH_WEB_PORT"]
+    assert port in [str(p) for p in worker["expose"]]
+    prom = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())
+    targets = prom["scrape_configs"][0]["dns_sd_configs"][0]
+    assert str(targets["port"]) == port and targets["names"] == ["worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert SERVICES["kafka"]["image"].endswith(":" + Settings.model_fields["kafka_version"].default)
+    assert "healthcheck" in SERVICES["kafka"]
+    assert SERVICES["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert "/etc/prometheus/prometheus.yml" in " ".join(SERVICES["prometheus"]["command"])
+
+
+def test_dockerfile_installs_the_same_package() -> None:
+    docker = (REPO / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -c constraints.txt ." in docker
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for package in re.findall(r'"(\w+)\*"', pyproject):
+        assert f"COPY {package} ./{package}" in docker, package
+    assert 'ENTRYPOINT ["geopush"]' in docker
