@@ -86,6 +86,15 @@ class Engine:
                 self.by_trigger[(sid, c.trigger)].append(c)
         self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
+        self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
+
+    @classmethod
+    def for_catalog(cls, catalog: Catalog, state_ttl_s: float | None = None) -> Engine:
+        """The engine with the catalog's presence rules (accuracy, exit buffer) and defaults."""
+        rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
+        if state_ttl_s is not None:
+            rules = Rules(**{**rules.__dict__, "state_ttl_s": state_ttl_s})
+        return cls(catalog, rules)
 
     @property
     def version(self) -> str:
@@ -108,7 +117,9 @@ class Engine:
         stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
             stream_ms = max(stream_ms, ping.ts_ms)
-            state = states.get(ping.device_id) or DeviceState()
+            state = states.get(ping.device_id)
+            if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
+                state = DeviceState()  # new, or idle past the TTL: start afresh
             outside = self._outside(ping, state, {s.store_id for s in seen[k]})
             result = step(ping, state, seen[k], outside, stream_ms, self.rules)
             if result.gate is not None:

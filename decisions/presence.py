@@ -25,6 +25,7 @@ class Rules:
     impossible_mps: float = 70.0  # faster than ~250 km/h between pings: a GPS glitch
     min_speed_interval_s: float = 10.0  # derive speed only over at least this long
     presence_timeout_s: float = 1800.0  # silent this long inside: the visit ends
+    state_ttl_s: float = 35 * 86400.0  # idle this long: the device's state is forgotten
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,6 @@ def replay_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from decisions.engine import Engine
-    from decisions.presence import Rules
     from decisions.replay import read_devices, replay
     from geofences.load import CatalogInvalid, load_catalog
 
@@ -203,7 +202,7 @@ def replay_cmd(
     except CatalogInvalid as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    engine = Engine(cat, Rules(min_accuracy_m=cat.defaults.min_accuracy_m, exit_buffer_m=cat.defaults.exit_buffer_m))
+    engine = Engine.for_catalog(cat)
     book = read_devices(devices)
     total = sum(1 for _ in pings.open("rb"))
     sink = out.open("wb") if out else None

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")
+    state_ttl_days: float = Field(
+        35.0, gt=0, description="Idle devices' state expires after this (and never before the longest cap window)."
+    )
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
 
     # --- catalog ---------------------------------------------------------------------------

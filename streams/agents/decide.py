@@ -21,7 +21,6 @@ from faust.streams import _current_event
 
 from decisions.engine import Candidate, Engine, apply_budget
 from decisions.pings import Ping, PingRejected, parse_ping
-from decisions.presence import Rules
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog, load_catalog
@@ -81,20 +80,20 @@ def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
     return DeadLetter.of(msg.value, key, reason, detail, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
 
 
-def engine_for(catalog: Catalog) -> Engine:
+def engine_for(catalog: Catalog, settings: Settings) -> Engine:
     """The decision engine for a catalog (builds its fence index)."""
-    rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
-    return Engine(catalog, rules)
+    return Engine.for_catalog(catalog, state_ttl_s=settings.state_ttl_days * 86400.0)
 
 
 class LiveEngine:
     """The engine in use; ``swap`` builds the next one and replaces it in one assignment."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
+        self.settings = settings
 
     def swap(self, catalog: Catalog) -> None:
-        new = engine_for(catalog)
+        new = engine_for(catalog, self.settings)
         new.stream_ms = dict(self.engine.stream_ms)
         old, self.engine = self.engine.version, new
         log.info(
@@ -106,7 +105,7 @@ class LiveEngine:
 def register_decide(app: faust.App, settings: Settings) -> None:
     """Topics, tables and agents of the decision stream, with the catalog loaded from settings."""
     catalog = load_catalog([settings.catalog_path])
-    live = LiveEngine(engine_for(catalog))
+    live = LiveEngine(engine_for(catalog, settings), settings)
     n = settings.topic_partitions
 
     def raw_topic(name: str, internal: bool = False) -> Any:
@@ -118,7 +117,12 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     decisions = raw_topic(settings.topic_decisions)
     notifications = raw_topic(settings.topic_notifications)
     outbox = raw_topic(outbox_topic(settings), internal=True)
-    presence = app.Table("presence", partitions=n, key_type=str, value_type=bytes)
+    # idle devices also expire from the changelog, so recovery never brings them back
+    ttl_ms = int(settings.state_ttl_days * 86400 * 1000)
+    presence = app.Table(
+        "presence", partitions=n, key_type=str, value_type=bytes,
+        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)},
+    )  # fmt: skip
     device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
     budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
     counts: Counter[str] = Counter()

@@ -8,7 +8,6 @@ budget step instead, and this test runs at-least-once."""
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,16 +17,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
 
-from decisions.engine import Engine
-from decisions.presence import Rules
 from decisions.records import Decision
-from decisions.replay import replay
-from geofences.load import load_catalog
-from streams.phones import simulate
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.processes import WorkerProcess
-from tests.integration.test_decision_stream import START, decision_key, read_topic
+from tests.integration.test_decision_stream import decision_key, read_topic, replayed
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +34,9 @@ def wait_for_records(s: Settings, topic: str, n: int, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
         total = 0
         while time.monotonic() < deadline:
-            total = sum(o.offset for o in admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in parts}).values())
+            total = sum(
+                o.offset for o in admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in parts}).values()
+            )
             if total >= n:
                 break
             time.sleep(0.05)
@@ -53,14 +49,7 @@ def wait_for_records(s: Settings, topic: str, n: int, timeout_s: float) -> int:
 def test_kill_9_mid_run_loses_nothing_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"processing_guarantee": "at_least_once"})
     ensure_topics(s)
-    catalog = load_catalog([s.catalog_path])
-    devices, pings = simulate(catalog, 3000, int(START.timestamp() * 1000), seed=23)
-    engine = Engine(catalog, Rules(min_accuracy_m=catalog.defaults.min_accuracy_m,
-                                   exit_buffer_m=catalog.defaults.exit_buffer_m))  # fmt: skip
-    out = io.BytesIO()
-    summary = replay(engine, {d.device_id: d for d in devices}, (orjson.dumps(p.body) for p in pings), out)
-    expected = Counter(decision_key(Decision.loads(line)) for line in out.getvalue().splitlines())
-    notified = sum(summary.notified.values())
+    devices, pings, expected, notified = replayed(s, 3000, seed=23)
 
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=10)
     for d in devices:

@@ -13,11 +13,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from decisions.engine import Engine
-from decisions.presence import Rules
-from decisions.records import DeadLetter, Decision
+from decisions.records import DeadLetter, Decision, Device
 from decisions.replay import replay
 from geofences.load import load_catalog
-from streams.phones import simulate
+from streams.phones import SimPing, simulate
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.integration.processes import WorkerProcess
@@ -49,20 +48,25 @@ def decision_key(d: Decision) -> tuple[object, ...]:
     return (d.device_id, d.ts, d.store_id, d.campaign_id, d.transition, d.outcome, d.reason, d.notification_id)
 
 
+def replayed(
+    s: Settings, phones: int, seed: int
+) -> tuple[list[Device], list[SimPing], Counter[tuple[object, ...]], int]:
+    """Simulated devices and pings, and what ``geopush replay`` decides for them (and notifies)."""
+    catalog = load_catalog([s.catalog_path])
+    devices, pings = simulate(catalog, phones, int(START.timestamp() * 1000), seed=seed)
+    out = io.BytesIO()
+    summary = replay(Engine.for_catalog(catalog), {d.device_id: d for d in devices},
+                     (orjson.dumps(p.body) for p in pings), out)  # fmt: skip
+    expected = Counter(decision_key(Decision.loads(line)) for line in out.getvalue().splitlines())
+    return devices, pings, expected, sum(summary.notified.values())
+
+
 @pytest.mark.slow
 def test_stream_decides_exactly_like_replay_and_dead_letters_bad_pings(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"processing_guarantee": "exactly_once"})
     ensure_topics(s)
-    catalog = load_catalog([s.catalog_path])
-    devices, pings = simulate(catalog, 300, int(START.timestamp() * 1000), seed=11)
-
-    engine = Engine(catalog, Rules(min_accuracy_m=catalog.defaults.min_accuracy_m,
-                                   exit_buffer_m=catalog.defaults.exit_buffer_m))  # fmt: skip
-    out = io.BytesIO()
-    summary = replay(engine, {d.device_id: d for d in devices}, (orjson.dumps(p.body) for p in pings), out)
-    expected = Counter(decision_key(Decision.loads(line)) for line in out.getvalue().splitlines())
-    notified = sum(summary.notified.values())
-    assert notified > 20 and len(expected) > 100, summary.lines()
+    devices, pings, expected, notified = replayed(s, 300, seed=11)
+    assert notified > 20 and len(expected) > 100
 
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=10)
     for d in devices:

@@ -168,3 +168,22 @@ def test_date_bounds_are_inclusive() -> None:
     assert c.active.from_ == date(2026, 11, 24)
     assert blocked_by_schedule(c, store(), DEFAULTS, ms("2026-11-24T12:00:00+09:00")) is None
     assert blocked_by_schedule(c, store(), DEFAULTS, ms("2026-11-25T12:00:00+09:00")) == "not_active"
+
+
+def test_idle_device_state_expires_but_not_before_the_longest_cap() -> None:
+    from decisions.engine import Engine
+    from decisions.replay import DictStates
+    from geofences.load import load_catalog
+    from tests.conftest import REPO
+
+    catalog = load_catalog([REPO / "config" / "catalog"])
+    engine = Engine(catalog, Rules(state_ttl_s=86400.0))
+    assert engine.ttl_ms == 30 * 86400 * 1000  # welcome-flagship caps over 30 days
+    states = DictStates()
+    states.put("d", DeviceState(ts_ms=T0, lat=35.0, lng=139.0, sent=[(T0, "welcome-flagship", "x")]))
+    far = Ping("d", T0 + 31 * 86400 * 1000, 10.0, 10.0, 5.0)
+    engine.decide([far], states, {})
+    assert states["d"].sent == [] and states["d"].ts_ms == far.ts_ms
+    states.put("e", DeviceState(ts_ms=T0, lat=35.0, lng=139.0, sent=[(T0, "welcome-flagship", "x")]))
+    engine.decide([Ping("e", T0 + 20 * 86400 * 1000, 10.0, 10.0, 5.0)], states, {})
+    assert states["e"].sent == [(T0, "welcome-flagship", "x")]
