@@ -2,7 +2,7 @@
 
 Build (all vectorised, per H3 resolution chosen from each fence's size):
 * ``centre`` cells: cells whose centre lies inside the fence outline (h3o ``ContainsCentroid``);
-* ``edge`` cells: the cells of points sampled along the outline every ≤ 0.8 average cell edges (under half the width of the thinnest neighbour cell), plus
+* ``edge`` cells: the cells of points sampled along the outline (see SAMPLE_SPACING), plus
   their neighbours — every cell the boundary passes through is among them;
 * **interior** = centre − edge: cells wholly inside the fence, matched with no exact test;
 * **boundary** = edge: candidates, tested exactly (ellipsoidal distance for circles,
@@ -35,6 +35,10 @@ from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
 CELLS_PER_FENCE = 48
+# Boundary samples every 1.5 average edges: a boundary point is then within 0.75 edges of a
+# sample, less than the narrowest width of any neighbour cell (√3 × the smallest edge, itself
+# > 0.75 average edges), so the sample's cell is the point's cell or one of its neighbours.
+SAMPLE_SPACING = 1.5
 CIRCUMRADIUS_BOUND = 1.2  # × average edge length; measured maximum 1.107
 GRID_MAX_CELLS = 8_000_000
 _RES_SHIFT = np.uint64(52)
@@ -73,6 +77,14 @@ def choose_resolution(area_m2: float) -> int:
         if area_m2 / h3.average_hexagon_area(res, "m^2") <= CELLS_PER_FENCE:
             return res
     return MIN_RES
+
+
+def choose_resolutions(area_m2: NDArray[np.float64]) -> IntArray:
+    """``choose_resolution`` for many fences at once."""
+    res = np.full(len(area_m2), MIN_RES, dtype=np.int64)
+    for r in range(MIN_RES + 1, MAX_RES + 1):
+        res[area_m2 / h3.average_hexagon_area(r, "m^2") <= CELLS_PER_FENCE] = r
+    return res
 
 
 def to_parent(cells: NDArray[np.uint64], res: int) -> NDArray[np.uint64]:
@@ -142,13 +154,12 @@ class FenceIndex:
         self.radius = np.array([f.radius_m for f in self.fences], dtype=np.float64)
         self.shifted = np.array([f.shifted for f in self.fences], dtype=bool)
         self.geoms = np.array([f.geometry for f in self.fences], dtype=object)
-        self.res = np.array([choose_resolution(a) for a in self._areas_m2()], dtype=np.int64)
+        self.res = choose_resolutions(self._areas_m2())
         self.bounds = np.full((n, 4), np.nan)
         if n and (~self.is_circle).any():
             shapely.prepare(self.geoms[~self.is_circle])
             self.bounds[~self.is_circle] = shapely.bounds(self.geoms[~self.is_circle])
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            self.levels = [self._build_level(int(r), pool) for r in sorted(set(self.res.tolist()))]
+        self.levels = self._build_levels()
         self.max_res = max((lv.res for lv in self.levels), default=MAX_RES)
         self._build_grid()
         self._metric: np.ndarray | None = None
@@ -163,19 +174,26 @@ class FenceIndex:
             area[poly] = shapely.area(self.geoms[poly]) * scale
         return area
 
-    def _build_level(self, res: int, pool: ThreadPoolExecutor) -> _Level:
-        """The table of one resolution, built in chunks of fences on all cores (h3o frees the GIL)."""
-        ids = np.flatnonzero(self.res == res)
-        chunks = np.array_split(ids, max(1, min(16, len(ids) // 2000)))
-        parts = list(pool.map(lambda c: self._entries(c, res), chunks))
-        cells = np.concatenate([p[0] for p in parts])
-        fence = np.concatenate([p[1] for p in parts])
-        inner = np.concatenate([p[2] for p in parts])
-        order = np.argsort(cells, kind="stable")
-        cells, fence, inner = cells[order], fence[order], inner[order]
-        uniq, starts = np.unique(cells, return_index=True)
-        offsets = np.append(starts, len(cells)).astype(np.int64)
-        return _Level(res, uniq, offsets, fence.astype(np.int32), inner)
+    def _build_levels(self) -> list[_Level]:
+        """One table per resolution in use, built in chunks of fences on all cores (h3o frees the GIL)."""
+        jobs: list[tuple[int, IntArray]] = []
+        for res in sorted(set(self.res.tolist())):
+            ids = np.flatnonzero(self.res == res)
+            jobs.extend((res, chunk) for chunk in np.array_split(ids, max(1, min(16, len(ids) // 2000))))
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            parts = list(pool.map(lambda job: (job[0], self._entries(job[1], job[0])), jobs))
+        levels = []
+        for res in sorted(set(self.res.tolist())):
+            mine = [p for r, p in parts if r == res]
+            cells = np.concatenate([p[0] for p in mine])
+            fence = np.concatenate([p[1] for p in mine])
+            inner = np.concatenate([p[2] for p in mine])
+            order = np.argsort(cells, kind="stable")
+            cells, fence, inner = cells[order], fence[order], inner[order]
+            uniq, starts = np.unique(cells, return_index=True)
+            offsets = np.append(starts, len(cells)).astype(np.int64)
+            levels.append(_Level(res, uniq, offsets, fence.astype(np.int32), inner))
+        return levels
 
     def _entries(self, ids: IntArray, res: int) -> tuple[NDArray[np.uint64], IntArray, NDArray[np.bool_]]:
         """(cell, fence, interior) of the fences ``ids``, each (cell, fence) once."""
@@ -186,7 +204,7 @@ class FenceIndex:
         )
         centre_fence = np.repeat(owner, np.diff(centre_off))
         # cells along the boundary, and their neighbours
-        step_deg = 0.8 * h3.average_hexagon_edge_length(res, "m") / 111_320.0
+        step_deg = SAMPLE_SPACING * h3.average_hexagon_edge_length(res, "m") / 111_320.0
         dense = shapely.segmentize(shapely.boundary(geoms), step_deg)
         coords, which = shapely.get_coordinates(dense, return_index=True)
         sample_cells = np.asarray(h3v.coordinates_to_cells(coords[:, 1], coords[:, 0], res), dtype=np.uint64)
@@ -269,20 +287,27 @@ class FenceIndex:
         step = max(0.004, math.sqrt((north - south) * (east - west) / GRID_MAX_CELLS))
         rows = math.ceil((north - south) / step) + 1
         cols = math.ceil((east - west) / step) + 1
-        grid = np.zeros((rows, cols), dtype=bool)
         r0 = np.floor((lat0 - south) / step).astype(np.int64)
         r1 = np.floor((lat1 - south) / step).astype(np.int64)
-        for i in range(len(self.fences)):
-            a, b = lng0[i], lng1[i]
-            spans = [(a, b)]
-            if a < -180:
-                spans = [(a + 360.0, 180.0), (-180.0, b)]
-            elif b > 180:
-                spans = [(a, 180.0), (-180.0, b - 360.0)]
-            for lo, hi in spans:
-                c0 = max(0, math.floor((lo - west) / step))
-                c1 = math.floor((hi - west) / step)
-                grid[r0[i] : r1[i] + 1, c0 : c1 + 1] = True
+        # rectangles in column space; those across the antimeridian split in two
+        lo, hi = lng0.copy(), lng1.copy()
+        west_part = lo < -180
+        east_part = hi > 180
+        extra_lo = np.concatenate([lo[west_part] + 360.0, np.full(east_part.sum(), -180.0)])
+        extra_hi = np.concatenate([np.full(west_part.sum(), 180.0), hi[east_part] - 360.0])
+        extra_r0 = np.concatenate([r0[west_part], r0[east_part]])
+        extra_r1 = np.concatenate([r1[west_part], r1[east_part]])
+        lo, hi = np.clip(lo, -180.0, 180.0), np.clip(hi, -180.0, 180.0)
+        lo, hi = np.concatenate([lo, extra_lo]), np.concatenate([hi, extra_hi])
+        rr0, rr1 = np.concatenate([r0, extra_r0]), np.concatenate([r1, extra_r1])
+        c0 = np.clip(np.floor((lo - west) / step).astype(np.int64), 0, cols - 1)
+        c1 = np.clip(np.floor((hi - west) / step).astype(np.int64), 0, cols - 1)
+        diff = np.zeros((rows + 1, cols + 1), dtype=np.int32)
+        np.add.at(diff, (rr0, c0), 1)
+        np.add.at(diff, (rr0, c1 + 1), -1)
+        np.add.at(diff, (rr1 + 1, c0), -1)
+        np.add.at(diff, (rr1 + 1, c1 + 1), 1)
+        grid = diff.cumsum(axis=0).cumsum(axis=1)[:rows, :cols] > 0
         self._grid, self._grid_origin, self._grid_step = grid, (south, west), step
 
     def _near_some_fence(self, lat: NDArray[np.float64], lng: NDArray[np.float64]) -> NDArray[np.bool_]:
