@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from decisions.caps import blocked_by_caps, effective_caps, longest_window
-from decisions.pings import Ping
+from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Rules, Seen, Step, step
 from decisions.records import Decision, Device, Notification, Outcome, Transition
 from decisions.schedule import blocked_by_schedule, closes_at, local_time, store_tz
@@ -89,19 +89,18 @@ class Engine:
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
 
     @classmethod
-    def for_catalog(cls, catalog: Catalog, state_ttl_s: float | None = None) -> Engine:
-        """The engine with the catalog's presence rules (accuracy, exit buffer) and defaults."""
-        rules = Rules(min_accuracy_m=catalog.defaults.min_accuracy_m, exit_buffer_m=catalog.defaults.exit_buffer_m)
-        if state_ttl_s is not None:
-            rules = Rules(**{**rules.__dict__, "state_ttl_s": state_ttl_s})
-        return cls(catalog, rules)
+    def for_catalog(cls, catalog: Catalog, **rules: float) -> Engine:
+        """The engine with the catalog's presence rules (accuracy, exit buffer); ``rules``
+        overrides the others (``state_ttl_s``, ``presence_timeout_s``, ...)."""
+        base = {"min_accuracy_m": catalog.defaults.min_accuracy_m, "exit_buffer_m": catalog.defaults.exit_buffer_m}
+        return cls(catalog, Rules(**{**base, **rules}))
 
     @property
     def version(self) -> str:
         return self.catalog.version
 
     def decide(
-        self, pings: Sequence[Ping], states: StateStore, devices: DeviceBook, partition: int = 0
+        self, pings: Sequence[Ping | PresenceCheck], states: StateStore, devices: DeviceBook, partition: int = 0
     ) -> tuple[list[Decision], list[Candidate], list[tuple[Ping, str]]]:
         """(decisions, candidates, gated) for a batch of one partition, in ping order.
 
@@ -113,9 +112,14 @@ class Engine:
         gated: list[tuple[Ping, str]] = []
         if not pings:
             return decisions, candidates, gated
-        seen = self._match(pings)
+        real = [p for p in pings if isinstance(p, Ping)]
+        matched = iter(self._match(real)) if real else iter(())
+        seen = [next(matched) if isinstance(p, Ping) else [] for p in pings]
         stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
+            if isinstance(ping, PresenceCheck):
+                self._check_presence(ping, states, devices, decisions, candidates)
+                continue
             stream_ms = max(stream_ms, ping.ts_ms)
             state = states.get(ping.device_id)
             if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
@@ -131,6 +135,29 @@ class Engine:
             states.put(ping.device_id, state)
         self.stream_ms[partition] = stream_ms
         return decisions, candidates, gated
+
+    def _check_presence(
+        self, check: PresenceCheck, states: StateStore, devices: DeviceBook,
+        decisions: list[Decision], candidates: list[Candidate],
+    ) -> None:  # fmt: skip
+        """End the visits a silent device has not confirmed for the presence timeout."""
+        state = states.get(check.device_id)
+        if state is None or check.ts_ms <= state.ts_ms:
+            return  # unknown, or the device spoke since the check was sent
+        timeout_ms = self.rules.presence_timeout_s * 1000
+        gone = [(s, v.entered_ms) for s, v in state.visits.items() if check.ts_ms - v.last_in_ms > timeout_ms]
+        if not gone:
+            return
+        for store_id, _ in gone:
+            del state.visits[store_id]
+        tick = Ping(check.device_id, check.ts_ms, state.lat or 0.0, state.lng or 0.0)
+        self._transitions(tick, state, Step(exited=gone), [], devices, decisions, candidates)
+        states.put(check.device_id, state)
+
+    def silent_visits(self, state: DeviceState, now_ms: int) -> bool:
+        """Whether a presence check would end one of this device's visits at ``now_ms``."""
+        timeout_ms = self.rules.presence_timeout_s * 1000
+        return any(now_ms - v.last_in_ms > timeout_ms for v in state.visits.values())
 
     # ------------------------------------------------------------------ internals
     def _match(self, pings: Sequence[Ping]) -> list[list[Seen]]:

@@ -38,6 +38,35 @@ class Ping:
     speed_mps: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceCheck:
+    """Not a ping: the worker's own request to end visits of a device that went silent.
+
+    Sent by the sweeper to the pings topic (same key, so it is processed in order with the
+    device's pings); ``ts_ms`` is the stream time when it was sent."""
+
+    device_id: str
+    ts_ms: int
+
+
+CONTROL_FIELD = b'"control":"presence_check"'
+
+
+def presence_check_bytes(device_id: str, ts_ms: int) -> bytes:
+    return orjson.dumps({"control": "presence_check", "device_id": device_id, "ts": ts_ms})
+
+
+def parse_record(raw: bytes | None, key: bytes | None = None) -> Ping | PresenceCheck:
+    """A ping, or the sweeper's presence check; raise PingRejected otherwise."""
+    if raw is not None and CONTROL_FIELD in raw[:40]:
+        try:
+            obj = orjson.loads(raw)
+            return PresenceCheck(str(obj["device_id"]), int(obj["ts"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise PingRejected("bad_control", "a malformed presence check") from None
+    return parse_ping(raw, key)
+
+
 def _number(obj: dict[str, object], name: str, required: bool) -> float | None:
     v = obj.get(name)
     if v is None:

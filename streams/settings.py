@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     state_ttl_days: float = Field(
         35.0, gt=0, description="Idle devices' state expires after this (and never before the longest cap window)."
     )
+    presence_timeout_s: float = Field(
+        1800.0, gt=0, description="A device silent this long inside a fence has left it (EXIT)."
+    )
+    presence_sweep_s: float = Field(60.0, gt=0, description="How often a worker looks for silent devices.")
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
 
     # --- catalog ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import faust
 from faust.streams import _current_event
 
 from decisions.engine import Candidate, Engine, apply_budget
-from decisions.pings import Ping, PingRejected, parse_ping
+from decisions.pings import Ping, PingRejected, PresenceCheck, parse_record, presence_check_bytes
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog, load_catalog
@@ -82,7 +82,9 @@ def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
 
 def engine_for(catalog: Catalog, settings: Settings) -> Engine:
     """The decision engine for a catalog (builds its fence index)."""
-    return Engine.for_catalog(catalog, state_ttl_s=settings.state_ttl_days * 86400.0)
+    return Engine.for_catalog(
+        catalog, state_ttl_s=settings.state_ttl_days * 86400.0, presence_timeout_s=settings.presence_timeout_s
+    )
 
 
 class LiveEngine:
@@ -143,11 +145,11 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             await decide_batch(events)
 
     async def decide_batch(events: Sequence[faust.EventT]) -> None:
-        parsed: dict[int, list[Ping]] = {}
+        parsed: dict[int, list[Ping | PresenceCheck]] = {}
         by_device: dict[str, faust.EventT] = {}
         for event in events:
             try:
-                ping = parse_ping(event.message.value, event.message.key)
+                ping = parse_record(event.message.value, event.message.key)
             except PingRejected as exc:
                 counts[f"invalid:{exc.reason}"] += 1
                 use_event(event)
@@ -231,6 +233,24 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             await asyncio.gather(*acks)
             if spend:
                 budget_used[campaign] += 1
+
+    @app.timer(settings.presence_sweep_s)
+    async def sweep_silent_devices() -> None:
+        """Ask the stream to end the visits of devices that went silent inside a fence.
+
+        The check goes through the pings topic under the device's key, so it is decided in
+        order with the device's own pings, in its partition, by the same code as replay."""
+        engine = live.engine
+        if not engine.stream_ms:
+            return
+        now = max(engine.stream_ms.values())
+        checks = 0
+        for device_id, raw in list(presence.items()):
+            if engine.silent_visits(DeviceState.loads(raw), now):
+                await pings.send(key=device_id.encode(), value=presence_check_bytes(device_id, now), force=True)
+                checks += 1
+        if checks:
+            counts["presence_checks"] += checks
 
     @app.timer(30.0)
     async def report() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -187,3 +187,29 @@ def test_idle_device_state_expires_but_not_before_the_longest_cap() -> None:
     states.put("e", DeviceState(ts_ms=T0, lat=35.0, lng=139.0, sent=[(T0, "welcome-flagship", "x")]))
     engine.decide([Ping("e", T0 + 20 * 86400 * 1000, 10.0, 10.0, 5.0)], states, {})
     assert states["e"].sent == [(T0, "welcome-flagship", "x")]
+
+
+def test_presence_check_ends_a_silent_visit_with_an_exit() -> None:
+    from decisions.engine import Engine
+    from decisions.pings import PresenceCheck
+    from decisions.records import Device
+    from decisions.replay import DictStates
+    from geofences.load import load_catalog
+    from tests.conftest import REPO
+
+    engine = Engine.for_catalog(load_catalog([REPO / "config" / "catalog"]), presence_timeout_s=1800.0)
+    devices = {"d": Device(device_id="d", token="t", locale="en", opt_in=True, updated_at=datetime.now(UTC))}
+    states = DictStates()
+    noon = ms("2026-11-24T12:00:00+09:00")  # a Tuesday; Kanda is open 10-20
+    kanda = [Ping("d", noon + k * 20_000, 35.6959, 139.7577, 8.0) for k in range(3)]
+    engine.decide(kanda, states, devices)
+    assert "tokyo-kanda-018" in states["d"].visits
+    # the device's last word was at noon+40 s; a check sent earlier than the timeout does nothing
+    decisions, candidates, _ = engine.decide([PresenceCheck("d", noon + 600_000)], states, devices)
+    assert not decisions and not candidates and "tokyo-kanda-018" in states["d"].visits
+    decisions, candidates, _ = engine.decide([PresenceCheck("d", noon + 1_900_000)], states, devices)
+    assert not states["d"].visits
+    assert [(c.decision.campaign_id, c.decision.transition) for c in candidates] == [("book-thanks", "exit")]
+    # a check older than the device's latest ping is ignored
+    decisions, candidates, _ = engine.decide([PresenceCheck("d", noon)], states, devices)
+    assert not decisions and not candidates
