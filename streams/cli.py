@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
+from geofences.load import CatalogInvalid
 from streams.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -32,6 +34,14 @@ def settings_or_exit() -> Settings:
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def reject(exc: CatalogInvalid, outcome: str) -> NoReturn:
+    """Print every catalog problem (file:line:column: field: message) and exit 1."""
+    for problem in exc.problems:
+        typer.echo(str(problem), err=True)
+    typer.echo(f"{len(exc.problems)} problem(s); {outcome}.", err=True)
+    raise typer.Exit(1)
 
 
 def local_broker_dir(settings: Settings) -> Path:
@@ -138,15 +148,12 @@ def catalog_validate(
     import time
 
     from geofences.index import FenceIndex
-    from geofences.load import CatalogInvalid, load_catalog
+    from geofences.load import load_catalog
 
     try:
         cat = load_catalog(paths)
     except CatalogInvalid as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        typer.echo(f"{len(exc.problems)} problem(s); the catalog was not accepted.", err=True)
-        raise typer.Exit(1) from None
+        reject(exc, "the catalog was not accepted")
     t = time.perf_counter()
     index = FenceIndex(cat.fences)
     build_ms = (time.perf_counter() - t) * 1000
@@ -168,17 +175,13 @@ def catalog_apply(
     paths: list[Path] = typer.Argument(..., help="Catalog YAML files or directories."),
 ) -> None:
     """Validate, then publish the catalog to every running worker (no restart, no lost pings)."""
-    from geofences.load import CatalogInvalid
     from streams.catalog_feed import publish
 
     s = settings_or_exit()
     try:
         cat = publish(s, paths)
     except CatalogInvalid as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        typer.echo(f"{len(exc.problems)} problem(s); nothing was published.", err=True)
-        raise typer.Exit(1) from None
+        reject(exc, "nothing was published")
     typer.echo(f"published catalog {cat.version} ({len(cat.stores)} stores, {len(cat.campaigns)} campaigns) "
                f"to {s.topic_catalog}")  # fmt: skip
 
@@ -195,13 +198,12 @@ def replay_cmd(
 
     from decisions.engine import Engine
     from decisions.replay import read_devices, replay
-    from geofences.load import CatalogInvalid, load_catalog
+    from geofences.load import load_catalog
 
     try:
         cat = load_catalog(catalog)
     except CatalogInvalid as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        reject(exc, "nothing was replayed")
     engine = Engine.for_catalog(cat)
     book = read_devices(devices)
     total = sum(1 for _ in pings.open("rb"))

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event
 
 from decisions.engine import Candidate, Engine, apply_budget
@@ -259,8 +260,6 @@ def register_decide(app: faust.App, settings: Settings) -> None:
 
 
 def candidate_bytes(c: Candidate) -> bytes:
-    import orjson
-
     return orjson.dumps(
         {
             "decision": c.decision.model_dump(mode="json"),
@@ -271,8 +270,6 @@ def candidate_bytes(c: Candidate) -> bytes:
 
 
 def candidate_loads(raw: bytes) -> Candidate:
-    import orjson
-
     obj = orjson.loads(raw)
     return Candidate(
         Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"]
