@@ -3,8 +3,9 @@
 The budget step writes each notification to the partition of the outbox record it came from,
 and awaits the broker's ack before its offset can be committed. After a crash the outbox is
 re-read from the last commit; before it decides anything in a partition, a worker reads that
-partition of ``notifications`` back (the recent tail) and skips every id already there. So a
-notification id never appears twice, whatever was in flight when the worker died.
+partition of ``notifications`` back (the recent tail; when the partition is assigned, or at the
+latest before its first event) and skips every id already there. So a notification id never
+appears twice, whatever was in flight when the worker died.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ class EmittedIds:
         """A revoked partition must be read back again if it comes back."""
         for p in partitions:
             self.ids.pop(p, None)
+
+    async def preload(self, partitions: set[int]) -> None:
+        """Read partitions back as soon as they are assigned, before any event is processed."""
+        for p in sorted(partitions):
+            if p not in self.ids:
+                self.ids[p] = await self._read_back(p)
 
     async def seen(self, partition: int, notification_id: bytes) -> bool:
         if partition not in self.ids:

@@ -209,6 +209,11 @@ def register_decide(app: faust.App, settings: Settings) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
         emitted.forget({tp.partition for tp in revoked if tp.topic == outbox.get_topic_name()})
 
+    @app.on_partitions_assigned.connect
+    async def preload_emitted(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        await emitted.preload({tp.partition for tp in assigned if tp.topic == outbox.get_topic_name()})
+
     @app.agent(outbox)
     async def budget_agent(stream: faust.StreamT) -> None:
         """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``.
