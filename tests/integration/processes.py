@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from streams.local_kafka import _die_with_parent
 from streams.settings import Settings
 from tests.conftest import REPO, settings_env
 
@@ -24,8 +25,13 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.argv], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        self.proc = subprocess.Popen(  # dies with the test run, even a killed one
+            [sys.executable, *self.argv],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         return self

@@ -48,9 +48,9 @@ def wait_for_records(s: Settings, topic: str, n: int, timeout_s: float) -> int:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent: in 3 of 7 runs (both full clean-clone CI runs among them) 16-55 notify candidates "
-    "of one outbox partition were committed without reaching a decision after kill -9; the other runs "
-    "passed with 0 lost and 0 repeated. Under investigation (see the closing note of 2026-11-23).",
+    reason="intermittent: 4 of 12 runs lost 16-55 notify candidates of one outbox partition after kill -9 "
+    "(committed without reaching a decision; never a duplicate id); the other runs passed with 0 lost and "
+    "0 repeated. Under investigation (see the closing note of 2026-11-23).",
 )
 def test_kill_9_mid_run_loses_nothing_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
     s = settings.model_copy(update={"processing_guarantee": "at_least_once"})
