@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -17,17 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from streams.local_kafka import LocalKafka, LocalKafkaError, free_port
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import Settings, environ_for
 from streams.topics import ensure_topics
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            v = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            env[f"{ENV_PREFIX}{name.upper()}"] = str(v)
-    return env
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -77,7 +67,7 @@ def run_dev(base: Settings, phones: int, rate: float) -> int:
         s = base.model_copy(update={"kafka_bootstrap": broker.bootstrap, "web_port": web_port,
                                     "data_dir": data / "worker"})  # fmt: skip
         ensure_topics(s)
-        env = _env(s)
+        env = environ_for(s)
         worker = _spawn(["worker"], env, logs / "worker.log")
         print(f"  worker     pid {worker.pid}  web http://{s.web_host}:{web_port}/  (log {logs / 'worker.log'})")
         time.sleep(5)

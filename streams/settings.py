@@ -129,3 +129,14 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
             field = str(err["loc"][0]) if err["loc"] else "?"
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid setting(s):\n  " + "\n  ".join(problems)) from None
+
+
+def environ_for(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment (``base`` without its GEOPUSH_* variables) that reproduces ``settings``
+    in a child process."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(ENV_PREFIX)}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            v = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(v)
+    return env

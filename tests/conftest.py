@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.local_kafka import LocalKafka, free_port
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, environ_for, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,11 +64,4 @@ def settings(kafka_broker: LocalKafka, unique: str, tmp_path: Path) -> Settings:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The GEOPUSH_* environment that reproduces ``s`` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPUSH_")}
-    for name, value in s.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"GEOPUSH_{name.upper()}"] = str(value)
-    return env
+    return environ_for(s)
