@@ -11,8 +11,6 @@ Fences must lie within ±85° latitude: closer to the poles the catalog rejects 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -73,9 +71,3 @@ def destination(lat0: float, lng0: float, east_m: ArrayLike, north_m: ArrayLike)
     _, n = radii(mid)
     lng = lng0 + np.degrees(east / (n * np.cos(np.radians(mid))))
     return lat, ((lng + 180.0) % 360.0) - 180.0
-
-
-def circle_ring(lat: float, lng: float, radius_m: float, vertices: int = 64) -> tuple[FloatArray, FloatArray]:
-    """A closed ring of ``vertices`` points on the circle (lat, lng arrays, not repeated)."""
-    theta = np.linspace(0.0, 2.0 * math.pi, vertices, endpoint=False)
-    return destination(lat, lng, radius_m * np.sin(theta), radius_m * np.cos(theta))

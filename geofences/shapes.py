@@ -17,7 +17,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from geofences.catalog import GeofenceSpec
-from geofences.geodesy import MAX_ABS_LAT, circle_ring, distance_m, offsets_m, radii
+from geofences.geodesy import MAX_ABS_LAT, distance_m, offsets_m, radii
 
 MAX_POLYGON_SPAN_M = 20_000.0
 
@@ -41,15 +41,6 @@ class Fence:
     radius_m: float  # circle radius, or the polygon's bounding radius from (lat, lng)
     geometry: BaseGeometry | None  # polygons only, in (lng', lat) degrees
     shifted: bool  # polygon longitudes shifted by +360 (antimeridian)
-
-    def outline(self, vertices: int = 64) -> BaseGeometry:
-        """A polygon in (lng', lat) degrees: the polygon itself, or the circle's inscribed ring."""
-        if self.geometry is not None:
-            return self.geometry
-        lat, lng = circle_ring(self.lat, self.lng, self.radius_m, vertices)
-        xs = np.where(lng < self.lng - 180.0, lng + 360.0, lng)
-        xs = np.where(xs > self.lng + 180.0, xs - 360.0, xs)
-        return shapely.Polygon(np.c_[xs, lat])
 
 
 def _point(raw: Any, path: tuple[str | int, ...]) -> tuple[float, float]:
