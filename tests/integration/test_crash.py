@@ -48,7 +48,7 @@ def wait_for_records(s: Settings, topic: str, n: int, timeout_s: float) -> int:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent: 5 of 13 runs lost 16-55 notify candidates of one outbox partition after kill -9 "
+    reason="intermittent: 6 of 14 runs lost 16-55 notify candidates of one outbox partition after kill -9 "
     "(committed without reaching a decision; never a duplicate id); the other runs passed with 0 lost and "
     "0 repeated. Under investigation (see the closing note of 2026-11-23).",
 )
