@@ -115,3 +115,26 @@ class Notification(Record):
     token: str | None = None
     token_kind: Literal["fcm_token", "installation_id"] = "fcm_token"
     expires_at: UtcDatetime
+
+
+DeliveryResult = Literal["sent", "failed", "invalid_token", "expired"]
+
+
+class Delivery(Record):
+    """What became of one notification (key = notification id); written once, when final.
+
+    ``sent`` carries FCM's message name; ``failed`` the FCM error code that is not worth a
+    retry; ``invalid_token`` means the device's token was tombstoned on ``devices``;
+    ``expired`` means the offer's validity ran out before FCM accepted it."""
+
+    v: Literal[1] = 1
+    notification_id: str
+    device_id: str
+    campaign_id: str
+    store_id: str
+    result: DeliveryResult
+    message_name: str | None = None
+    error_code: str | None = None
+    attempts: int = Field(ge=0)
+    decided_at: UtcDatetime
+    at: UtcDatetime

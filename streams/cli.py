@@ -259,11 +259,37 @@ def simulate_cmd(
 def worker() -> None:
     """Run a stream worker: pings in, decisions and notifications out."""
     from streams.app import create_app
+    from streams.fcm import FcmCredentialsMissing
     from streams.pipeline import pipeline_registrars
     from streams.worker import run_worker
 
     s = settings_or_exit()
-    run_worker(create_app(s, pipeline_registrars()), s)
+    try:
+        app_ = create_app(s, pipeline_registrars())
+    except FcmCredentialsMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run_worker(app_, s)
+
+
+@app.command("fcm-emulator")
+def fcm_emulator(
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0 = any free port)."),
+    credentials_out: Path = typer.Option(
+        Path("var/fcm-emulator/service-account.json"), help="Where to write the service-account JSON that reaches it."
+    ),
+) -> None:
+    """Run the local FCM emulator (HTTP v1 messages:send + OAuth2 token endpoint) for tests and dev.
+
+    Point a worker at it with GEOPUSH_FCM_ENDPOINT=<the printed URL> and
+    GEOPUSH_FCM_CREDENTIALS=<credentials-out>. It records every accepted message
+    (GET /emulator/messages) and injects failures on demand (POST /emulator/faults)."""
+    import asyncio
+
+    from streams.fcm_emulator import serve_forever
+
+    s = settings_or_exit()
+    asyncio.run(serve_forever(s.fcm_project_id, credentials_out, "127.0.0.1", port))
 
 
 @app.command("dev")

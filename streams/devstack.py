@@ -51,7 +51,7 @@ def run_dev(base: Settings, phones: int, rate: float) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     broker = LocalKafka(data_dir=data / "kafka", kafka_home=base.kafka_home, version=base.kafka_version,
                         heap_mb=base.kafka_heap_mb)  # fmt: skip
-    worker = sim = None
+    worker = sim = emulator = None
     stopping = False
 
     def on_term(*_: object) -> None:
@@ -67,6 +67,9 @@ def run_dev(base: Settings, phones: int, rate: float) -> int:
         s = base.model_copy(update={"kafka_bootstrap": broker.bootstrap, "web_port": web_port,
                                     "data_dir": data / "worker"})  # fmt: skip
         ensure_topics(s)
+        if base.fcm_credentials is None and base.fcm_endpoint is None:
+            emulator, s = _start_emulator(s, data / "fcm", logs / "fcm-emulator.log")
+            print(f"  FCM        emulator {s.fcm_endpoint}  (log {logs / 'fcm-emulator.log'})")
         env = environ_for(s)
         worker = _spawn(["worker"], env, logs / "worker.log")
         print(f"  worker     pid {worker.pid}  web http://{s.web_host}:{web_port}/  (log {logs / 'worker.log'})")
@@ -86,9 +89,24 @@ def run_dev(base: Settings, phones: int, rate: float) -> int:
         print("\nstopping phones, worker, broker ...", flush=True)
         _stop(sim)
         _stop(worker, 40.0)
+        _stop(emulator)
         broker.stop()
         print("stopped; nothing left running.")
     return 0 if stopping else 1
+
+
+def _start_emulator(s: Settings, home: Path, log: Path) -> tuple[subprocess.Popen[bytes], Settings]:
+    """The FCM emulator as a child process; settings pointing the worker at it."""
+    port = free_port()
+    creds = home / "service-account.json"
+    creds.unlink(missing_ok=True)
+    proc = _spawn(["fcm-emulator", "--port", str(port), "--credentials-out", str(creds)], environ_for(s), log)
+    deadline = time.monotonic() + 30
+    while not creds.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the FCM emulator did not start; see {log}")
+        time.sleep(0.1)
+    return proc, s.model_copy(update={"fcm_credentials": creds, "fcm_endpoint": f"http://127.0.0.1:{port}"})
 
 
 def _port_free(port: int) -> bool:
@@ -105,20 +123,26 @@ def _watch(s: Settings, worker: subprocess.Popen[bytes], sim: subprocess.Popen[b
     import orjson
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(s.topic_decisions, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=500)  # fmt: skip
+    consumer = KafkaConsumer(s.topic_decisions, s.topic_deliveries, bootstrap_servers=s.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=500)  # fmt: skip
     counts: Counter[str] = Counter()
+    pushes: Counter[str] = Counter()
     last = time.monotonic()
     try:
         while True:
             for msg in consumer:
                 d = orjson.loads(msg.value)
-                counts["notify" if d["outcome"] == "notify" else d["reason"]] += 1
+                if msg.topic == s.topic_deliveries:
+                    pushes[d["result"]] += 1
+                else:
+                    counts["notify" if d["outcome"] == "notify" else d["reason"]] += 1
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see its log")
             if time.monotonic() - last >= 5:
                 last = time.monotonic()
                 top = ", ".join(f"{k} {v}" for k, v in counts.most_common(8))
-                print(f"  {sum(counts.values()):>7} decisions: {top}", flush=True)
+                sent = ", ".join(f"{k} {v}" for k, v in pushes.most_common())
+                print(f"  {sum(counts.values()):>7} decisions: {top}  | pushes: {sent or 'none yet'}", flush=True)
     finally:
         consumer.close()

@@ -8,5 +8,6 @@ from streams.app import Registrar
 def pipeline_registrars() -> list[Registrar]:
     """The registrars of the full worker pipeline."""
     from streams.agents.decide import register_decide
+    from streams.agents.deliver import register_deliver
 
-    return [register_decide]
+    return [register_decide, register_deliver]

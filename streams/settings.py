@@ -82,6 +82,19 @@ class Settings(BaseSettings):
     fcm_endpoint: str | None = Field(
         None, description="FCM API base URL override (the local emulator); none means Google."
     )
+    deliver: bool = Field(True, description="Run the delivery step (notifications -> FCM -> deliveries) in the worker.")
+    fcm_rate_per_min: int = Field(
+        600_000,
+        ge=1,
+        description="Project-wide FCM send rate, shared by all workers in proportion to their partitions.",
+    )
+    fcm_batch_size: int = Field(500, ge=1, le=500, description="Messages per FCM batch (FCM allows 500).")
+    fcm_backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt, with jitter.")
+    fcm_backoff_max_s: float = Field(60.0, gt=0, description="Longest retry delay (a Retry-After may be longer).")
+    fcm_timeout_s: float = Field(10.0, gt=0, description="Timeout of one FCM HTTP request.")
+    fcm_concurrency: int = Field(
+        25, ge=1, le=500, description="FCM requests in flight per worker (a batch is sent in slices of this size)."
+    )
 
     # --- local broker (dev and tests) ------------------------------------------------------
     kafka_version: str = Field("4.1.1", description="Apache Kafka version of the local broker.")
@@ -104,6 +117,24 @@ class Settings(BaseSettings):
                 kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_cafile:
             kwargs["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return kwargs
+
+    def aiokafka_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for aiokafka clients built from these settings."""
+        import ssl
+
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            cafile = str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=cafile)
         return kwargs
 
 

@@ -59,6 +59,7 @@ def settings(kafka_broker: LocalKafka, unique: str, tmp_path: Path) -> Settings:
         consumer_heartbeat_s=1.0,
         catalog_path=REPO / "config" / "catalog",
         web_port=free_port(),
+        deliver=False,  # tests of delivery turn it on with the FCM emulator (fcm_emulator fixture)
     )
 
 
