@@ -49,6 +49,9 @@ class Final:
     error_code: str | None = None
 
 
+OnFinal = Callable[[list["Final"]], Awaitable[None]]
+
+
 @dataclass
 class _Try:
     out: Outgoing
@@ -71,35 +74,43 @@ class Dispatcher:
     paused_until: datetime | None = None
     stats: Counter[str] = field(default_factory=Counter)
 
-    async def deliver(self, items: Sequence[Outgoing]) -> list[Final]:
-        """Every item's final result (order not kept); returns when none is left to try."""
-        start = self.now()
-        pending = [_Try(o, start) for o in items]
+    async def deliver(self, items: Sequence[Outgoing], on_final: OnFinal | None = None) -> list[Final]:
+        """Every item's final result (order not kept); returns when none is left to try.
+
+        ``on_final`` hears each round's results as soon as they are known, so the caller can
+        record a success before the next round goes out."""
+        pending = [_Try(o, self.now()) for o in items]
         finals: list[Final] = []
+        reported = 0
         while pending:
-            now = self.now()
-            pending = self._expire(pending, now, finals)
-            if not pending:
-                break
-            nap = self._nap(pending, now)
-            if nap > 0:
-                await self.sleep(nap)
-                continue
-            due = [t for t in pending if t.next_at <= now][: self.batch_max]
-            wait = self.bucket.take(len(due))
-            if wait > 0:
-                self.stats["rate_waits"] += 1
-                await self.sleep(wait)
-                now = self.now()
-            sendable = [t for t in due if t.out.ttl_s(now) > 0]
-            if not sendable:
-                continue  # the wait expired them; the next turn reports it
-            answers = await self.sender.send([(t.out, t.out.ttl_s(now)) for t in sendable])
-            settled = {
-                id(t) for t, answer in zip(sendable, answers, strict=True) if self._settle(t, answer, now, finals)
-            }
-            pending = [t for t in pending if id(t) not in settled]
+            pending = await self._round(pending, finals)
+            if on_final is not None and len(finals) > reported:
+                await on_final(finals[reported:])
+                reported = len(finals)
         return finals
+
+    async def _round(self, pending: list[_Try], finals: list[Final]) -> list[_Try]:
+        """Expire, wait, or send what is due once; return what is still pending."""
+        now = self.now()
+        pending = self._expire(pending, now, finals)
+        if not pending:
+            return pending
+        nap = self._nap(pending, now)
+        if nap > 0:
+            await self.sleep(nap)
+            return pending
+        due = [t for t in pending if t.next_at <= now][: self.batch_max]
+        wait = self.bucket.take(len(due))
+        if wait > 0:
+            self.stats["rate_waits"] += 1
+            await self.sleep(wait)
+            now = self.now()
+        sendable = [t for t in due if t.out.ttl_s(now) > 0]
+        if not sendable:
+            return pending  # the wait expired them; the next round reports it
+        answers = await self.sender.send([(t.out, t.out.ttl_s(now)) for t in sendable])
+        settled = {id(t) for t, answer in zip(sendable, answers, strict=True) if self._settle(t, answer, now, finals)}
+        return [t for t in pending if id(t) not in settled]
 
     def _nap(self, pending: list[_Try], now: datetime) -> float:
         """Seconds until something is due (0 = now): the earliest retry, after any global pause."""

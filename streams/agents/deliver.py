@@ -56,7 +56,7 @@ class DeliveryLoop:
         bucket = TokenBucket(0.0, burst=float(settings.fcm_batch_size), clock=time.monotonic)
         backoff = Backoff(settings.fcm_backoff_base_s, settings.fcm_backoff_max_s)
         self.dispatcher = Dispatcher(
-            sender, clock, asyncio.sleep, bucket, backoff, random.Random(), settings.fcm_batch_size
+            sender, clock, asyncio.sleep, bucket, backoff, random.Random(), batch_max=settings.fcm_concurrency
         )
         self.done = EmittedIds(settings.kafka_bootstrap, settings.topic_deliveries)
         self.lock = asyncio.Lock()
@@ -92,9 +92,9 @@ class DeliveryLoop:
             await self.sender.close()
 
     async def handle(self, records: dict[Any, list[Any]], producer: Any) -> None:
-        """Deliver one polled batch to the end and write every final result (broker-acked)."""
+        """Deliver one polled batch to the end; every final result is written as soon as it is
+        known (one round of ``fcm_concurrency`` messages at a time) and broker-acked before return."""
         todo: dict[str, tuple[int, Notification]] = {}
-        finals: list[Final] = []
         for tp, msgs in records.items():
             for m in msgs:
                 n = self._parse(m)
@@ -104,35 +104,40 @@ class DeliveryLoop:
                     self.counts["delivery:already_recorded"] += 1
                     continue
                 todo[n.notification_id] = (tp.partition, n)
+        acks: list[Any] = []
         outgoing = []
-        for _, n in todo.values():
+        for partition, n in todo.values():
             o = outgoing_for(n)
             if o is None:
-                self.counts["delivery:no_token"] += 1
+                acks.extend(await self._record(producer, partition, n, None))
             else:
                 outgoing.append(o)
         share = fair_share(self.rate_per_s, len(self.assigned) or 1, self.settings.topic_partitions)
         self.dispatcher.bucket.set_rate(share)
-        finals = await self.dispatcher.deliver(outgoing)
-        results = {f.outgoing.notification_id: f for f in finals}
-        acks = []
-        now = self.clock()
-        for nid, (partition, n) in todo.items():
-            f = results.get(nid)
-            record = Delivery(
-                notification_id=nid, device_id=n.device_id, campaign_id=n.campaign_id, store_id=n.store_id,
-                result=f.result if f else "failed", message_name=f.message_name if f else None,
-                error_code=(f.error_code if f else "NO_TOKEN"), attempts=f.attempts if f else 0,
-                decided_at=n.ts, at=now,
-            )  # fmt: skip
-            self.counts[f"delivery:{record.result}"] += 1
-            acks.append(await producer.send(self.settings.topic_deliveries, key=nid.encode(), value=record.dumps(),
-                                            partition=partition))  # fmt: skip
-            if record.result == "invalid_token":  # nothing is sent to this token again
-                acks.append(await producer.send(self.settings.topic_devices, key=n.device_id.encode(), value=None))
+
+        async def record(finals: list[Final]) -> None:
+            for f in finals:
+                partition, n = todo[f.outgoing.notification_id]
+                acks.extend(await self._record(producer, partition, n, f))
+
+        await self.dispatcher.deliver(outgoing, on_final=record)
         await asyncio.gather(*acks)
-        for nid, (partition, _) in todo.items():
-            self.done.add(partition, nid.encode())
+
+    async def _record(self, producer: Any, partition: int, n: Notification, f: Final | None) -> list[Any]:
+        """Send the delivery record (and a tombstone for a dead token); return the pending acks."""
+        record = Delivery(
+            notification_id=n.notification_id, device_id=n.device_id, campaign_id=n.campaign_id,
+            store_id=n.store_id, result=f.result if f else "failed", message_name=f.message_name if f else None,
+            error_code=f.error_code if f else "NO_TOKEN", attempts=f.attempts if f else 0, decided_at=n.ts,
+            at=self.clock(),
+        )  # fmt: skip
+        self.counts[f"delivery:{record.result}"] += 1
+        key = n.notification_id.encode()
+        acks = [await producer.send(self.settings.topic_deliveries, key=key, value=record.dumps(), partition=partition)]
+        if record.result == "invalid_token":  # nothing is sent to this token again
+            acks.append(await producer.send(self.settings.topic_devices, key=n.device_id.encode(), value=None))
+        self.done.add(partition, key)
+        return acks
 
     def _parse(self, m: Any) -> Notification | None:
         try:
