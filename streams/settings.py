@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     fcm_backoff_max_s: float = Field(60.0, gt=0, description="Longest retry delay (a Retry-After may be longer).")
     fcm_timeout_s: float = Field(10.0, gt=0, description="Timeout of one FCM HTTP request.")
     fcm_concurrency: int = Field(
-        25, ge=1, le=500, description="FCM requests in flight per worker (a batch is sent in slices of this size)."
+        10, ge=1, le=500, description="FCM requests in flight per worker (a batch is sent in slices of this size)."
     )
 
     # --- local broker (dev and tests) ------------------------------------------------------
