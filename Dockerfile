@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml constraints.txt README.md ./
 COPY geofences ./geofences
 COPY decisions ./decisions
+COPY delivery ./delivery
 COPY streams ./streams
 RUN pip install --no-cache-dir -c constraints.txt .
 COPY config ./config

@@ -51,7 +51,9 @@ async def ceiling(base: str, creds: Path, n: int, conc: int) -> float:
     cred = service_account.Credentials.from_service_account_file(
         str(creds), scopes=["https://www.googleapis.com/auth/firebase.messaging"]
     )
-    await asyncio.to_thread(cred.refresh, __import__("google.auth.transport.requests").auth.transport.requests.Request())
+    await asyncio.to_thread(
+        cred.refresh, __import__("google.auth.transport.requests").auth.transport.requests.Request()
+    )
     headers = {"Authorization": f"Bearer {cred.token}"}
     bodies = [{"message": messaging._MessagingService.encode_message(to_message(o, 3600))} for o in items(n)]
     url = f"{base}/v1/projects/{PROJECT}/messages:send"
@@ -102,7 +104,9 @@ def main() -> None:
             top = asyncio.run(ceiling(base, creds, args.messages, conc))
             ours = asyncio.run(geopush(base, creds, args.messages, conc))
             rows.append((conc, top, ours))
-            print(f"concurrency {conc:>3}: emulator ceiling {top:8.0f}/s  geopush sender {ours:7.0f}/s  ratio {ours / top:.2f}")
+            print(
+                f"concurrency {conc:>3}: emulator ceiling {top:8.0f}/s  geopush sender {ours:7.0f}/s  ratio {ours / top:.2f}"
+            )
     finally:
         emu.terminate()
         emu.wait(10)

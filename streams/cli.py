@@ -274,7 +274,9 @@ def worker() -> None:
 
 @app.command("fcm-emulator")
 def fcm_emulator(
-    port: int = typer.Option(0, help="Port on 127.0.0.1 (0 = any free port)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(0, help="Port (0 = any free port)."),
+    public_url: str = typer.Option("", help="URL clients use to reach it, if not http://HOST:PORT (containers)."),
     credentials_out: Path = typer.Option(
         Path("var/fcm-emulator/service-account.json"), help="Where to write the service-account JSON that reaches it."
     ),
@@ -289,7 +291,7 @@ def fcm_emulator(
     from streams.fcm_emulator import serve_forever
 
     s = settings_or_exit()
-    asyncio.run(serve_forever(s.fcm_project_id, credentials_out, "127.0.0.1", port))
+    asyncio.run(serve_forever(s.fcm_project_id, credentials_out, host, port, public_url or None))
 
 
 @app.command("dev")

@@ -269,13 +269,15 @@ class RunningEmulator:
 
 
 async def start_emulator(
-    project_id: str, credentials_out: Path, host: str = "127.0.0.1", port: int = 0
+    project_id: str, credentials_out: Path, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
 ) -> tuple[RunningEmulator, web.AppRunner]:
-    """Start on ``host:port`` (0 = any free port) and write the matching service-account file."""
+    """Start on ``host:port`` (0 = any free port) and write the matching service-account file.
+
+    ``public_url`` is how clients reach it when that is not ``http://host:port`` (containers)."""
     from streams.local_kafka import free_port
 
     port = port or free_port()
-    base = f"http://{host}:{port}"
+    base = (public_url or f"http://{host}:{port}").rstrip("/")
     account, public_pem = new_service_account(project_id, f"{base}/token")
     emulator = FcmEmulator(project_id, public_pem, account["client_email"], account["token_uri"])
     runner = web.AppRunner(emulator.app(), access_log=None)
@@ -311,9 +313,11 @@ class EmulatorThread:
         self.thread.join(10)
 
 
-async def serve_forever(project_id: str, credentials_out: Path, host: str, port: int) -> None:
+async def serve_forever(
+    project_id: str, credentials_out: Path, host: str, port: int, public_url: str | None = None
+) -> None:
     """``geopush fcm-emulator``: run until cancelled, printing where it listens."""
-    running, runner = await start_emulator(project_id, credentials_out, host, port)
+    running, runner = await start_emulator(project_id, credentials_out, host, port, public_url)
     print(f"FCM emulator listening on {running.base_url} (project {project_id}); credentials: {credentials_out}",
           flush=True)  # fmt: skip
     try:

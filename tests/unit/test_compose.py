@@ -49,7 +49,8 @@ def test_documented_defaults_match_the_model() -> None:
     for var, value in documented.items():
         field = defaults[var.removeprefix("GEOPUSH_").lower()]
         if value and var != "GEOPUSH_KAFKA_HOME":
-            assert str(field.default) == value, (var, value, field.default)
+            default = str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+            assert default == value, (var, value, field.default)
 
 
 def test_ports_and_versions_agree() -> None:
@@ -73,3 +74,16 @@ def test_dockerfile_installs_the_same_package() -> None:
     for package in re.findall(r'"(\w+)\*"', pyproject):
         assert f"COPY {package} ./{package}" in docker, package
     assert 'ENTRYPOINT ["geopush"]' in docker
+
+
+def test_workers_reach_the_fcm_emulator_through_its_credentials() -> None:
+    emu, worker = SERVICES["fcm-emulator"], SERVICES["worker"]
+    cmd = emu["command"]
+    port, public = cmd[cmd.index("--port") + 1], cmd[cmd.index("--public-url") + 1]
+    assert port in [str(p) for p in emu["expose"]] and public == f"http://fcm-emulator:{port}"
+    assert worker["environment"]["GEOPUSH_FCM_ENDPOINT"] == public
+    creds = cmd[cmd.index("--credentials-out") + 1]
+    assert worker["environment"]["GEOPUSH_FCM_CREDENTIALS"] == creds
+    volume = next(v for v in emu["volumes"] if v.split(":")[1] == str(Path(creds).parent))
+    assert any(v.startswith(volume.split(":")[0] + ":" + str(Path(creds).parent)) for v in worker["volumes"])
+    assert worker["depends_on"]["fcm-emulator"]["condition"] == "service_healthy"
