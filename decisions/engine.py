@@ -78,6 +78,7 @@ class Engine:
         self.rules = rules
         self.index = index or FenceIndex(catalog.fences)
         self.stream_ms: dict[int, int] = {}
+        self.matched_pings = 0  # pings inside at least one fence (uncertain included), for metrics
         self.fence_of = {sid: i for i, sid in enumerate(self.index.store_ids)}
         self.stores: dict[str, Store] = {s.id: s for s in catalog.stores}
         self.by_trigger: dict[tuple[str, str], list[Campaign]] = defaultdict(list)
@@ -115,6 +116,7 @@ class Engine:
         real = [p for p in pings if isinstance(p, Ping)]
         matched = iter(self._match(real)) if real else iter(())
         seen = [next(matched) if isinstance(p, Ping) else [] for p in pings]
+        self.matched_pings += sum(1 for s in seen if s)
         stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
             if isinstance(ping, PresenceCheck):

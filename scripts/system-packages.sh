@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages geopush's local stack and tests need, if missing:
-# Java 17+ and Maven (the local Kafka broker).
+# Java 17+ and Maven (the local Kafka broker), Chromium + chromedriver (the dashboard test),
+# Prometheus + promtool (the metrics test and the alert-rule check).
 # Needs root for apt-get; without root it only reports what is missing.
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2

@@ -62,6 +62,12 @@ def create_app(settings: Settings, registrars: list[Registrar] | None = None) ->
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages would show table contents and internals: geopush serves its own
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
     )
     for register in registrars or []:
         register(app, settings)

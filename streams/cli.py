@@ -255,6 +255,80 @@ def simulate_cmd(
     produce_waves(s, cat, devices, seed, rate, waves, start_ms, echo=typer.echo)
 
 
+def _tcp_open(hostport: str, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    host, _, port = hostport.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@app.command("lag")
+def lag_cmd(
+    group: list[str] = typer.Option(
+        None, "--group", "-g", help="Consumer group (repeatable). Default: the worker's group and its delivery group."
+    ),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
+    interval: float = typer.Option(2.0, help="Seconds between readings (the trend is measured over it)."),
+    max_lag: int | None = typer.Option(None, "--max-lag", help="Exit 1 when any partition lags by more than N."),
+) -> None:
+    """Consumer lag per group, topic and partition: committed, end, lag and whether it grows.
+
+    For cron and scripts: `geopush lag --max-lag 10000` exits 1 when exceeded, 2 when the
+    broker cannot be reached."""
+    import time
+
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+    from rich.console import Console
+    from rich.live import Live
+
+    from streams.lag import PartitionLag, group_lag, lag_rates, lag_table, over_limit
+
+    s = settings_or_exit()
+    groups = group or [s.app_id, f"{s.app_id}-delivery"]
+    console = Console()
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the one-line error below says it
+    if not any(_tcp_open(hostport) for hostport in s.kafka_bootstrap.split(",")):
+        typer.echo(f"error: cannot reach Kafka at {s.kafka_bootstrap} (connection refused or timed out)", err=True)
+        raise typer.Exit(2)
+    try:
+        admin = KafkaAdminClient(**s.kafka_client_kwargs(), request_timeout_ms=10_000)
+    except KafkaError as exc:
+        typer.echo(f"error: cannot reach Kafka at {s.kafka_bootstrap}: {exc!r}", err=True)
+        raise typer.Exit(2) from None
+
+    def read() -> list[PartitionLag]:
+        try:
+            return [row for g in groups for row in group_lag(admin, g)]
+        except KafkaError as exc:
+            typer.echo(f"error: reading offsets from {s.kafka_bootstrap} failed: {exc!r}", err=True)
+            raise typer.Exit(2) from None
+
+    try:
+        before, t0 = read(), time.monotonic()
+        if not before:
+            typer.echo(f"no committed offsets for group(s) {', '.join(groups)} on {s.kafka_bootstrap}")
+        time.sleep(interval)
+        rows, t1 = read(), time.monotonic()
+        if watch:
+            with Live(lag_table(rows, lag_rates(before, rows, t1 - t0)), console=console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    before, t0 = rows, t1
+                    rows, t1 = read(), time.monotonic()
+                    live.update(lag_table(rows, lag_rates(before, rows, t1 - t0)), refresh=True)
+        console.print(lag_table(rows, lag_rates(before, rows, t1 - t0)))
+    finally:
+        admin.close()
+    if max_lag is not None and (bad := over_limit(rows, max_lag)):
+        typer.echo(f"lag above {max_lag} on {len(bad)} partition(s), worst {max(r.lag for r in bad):,}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command("worker")
 def worker() -> None:
     """Run a stream worker: pings in, decisions and notifications out."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
@@ -45,3 +46,36 @@ def group_lag(admin: KafkaAdminClient, group: str, topics: set[str] | None = Non
         offset = meta.offset if meta is not None and meta.offset >= 0 else None
         rows.append(PartitionLag(group, tp.topic, tp.partition, offset, int(ends[tp].offset)))
     return sorted(rows)
+
+
+def lag_rates(
+    before: list[PartitionLag], after: list[PartitionLag], seconds: float
+) -> dict[tuple[str, str, int], float]:
+    """Change of lag per second for each partition read twice (negative = catching up)."""
+    old = {(r.group, r.topic, r.partition): r.lag for r in before}
+    return {
+        key: (r.lag - old[key]) / seconds
+        for r in after
+        if (key := (r.group, r.topic, r.partition)) in old and seconds > 0
+    }
+
+
+def over_limit(rows: list[PartitionLag], max_lag: int) -> list[PartitionLag]:
+    """Partitions lagging by more than ``max_lag`` records."""
+    return [r for r in rows if r.lag > max_lag]
+
+
+def lag_table(rows: list[PartitionLag], rates: dict[tuple[str, str, int], float]) -> Any:
+    """A rich table: group, topic, partition, committed, end, lag, and the trend."""
+    from rich.table import Table
+
+    table = Table(title=f"consumer lag ({len(rows)} partitions, total {sum(r.lag for r in rows):,})")
+    for name in ("group", "topic", "partition", "committed", "end", "lag", "trend /s"):
+        table.add_column(name, justify="left" if name in ("group", "topic") else "right")
+    for r in rows:
+        rate = rates.get((r.group, r.topic, r.partition))
+        trend = "" if rate is None else ("steady" if abs(rate) < 0.05 else f"{rate:+,.1f}")
+        style = "red" if rate is not None and rate > 0 and r.lag > 0 else None
+        committed = "-" if r.committed is None else f"{r.committed:,}"
+        table.add_row(r.group, r.topic, str(r.partition), committed, f"{r.end:,}", f"{r.lag:,}", trend, style=style)
+    return table

@@ -9,5 +9,6 @@ def pipeline_registrars() -> list[Registrar]:
     """The registrars of the full worker pipeline."""
     from streams.agents.decide import register_decide
     from streams.agents.deliver import register_deliver
+    from streams.web import register_web
 
-    return [register_decide, register_deliver]
+    return [register_decide, register_deliver, register_web]

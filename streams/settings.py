@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # --- worker ----------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="Address of the worker's web server.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics, /dashboard.")
+    lag_refresh_s: float = Field(10.0, gt=0, description="How often the worker reads consumer lag for /metrics.")
+    dashboard_sample_s: float = Field(5.0, gt=0, description="Interval of the dashboard's history points (1 h kept).")
     web_token: SecretStr | None = Field(
         None, description="Bearer token required for /dashboard when not bound to loopback."
     )

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from decisions.state import DeviceState
 from geofences.load import Catalog, load_catalog
 from streams.catalog_feed import CatalogFeed
 from streams.emitted import EmittedIds
+from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
 from streams.topics import outbox_topic
 
@@ -94,6 +95,7 @@ class LiveEngine:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
+        self.on_swap: Callable[[Catalog], None] | None = None
 
     def swap(self, catalog: Catalog) -> None:
         new = engine_for(catalog, self.settings)
@@ -103,6 +105,8 @@ class LiveEngine:
             "catalog %s applied (was %s): %d stores, %d campaigns, %d index cells",
             catalog.version, old, len(catalog.stores), len(catalog.campaigns), new.index.cell_count(),
         )  # fmt: skip
+        if self.on_swap is not None:
+            self.on_swap(catalog)
 
 
 def register_decide(app: faust.App, settings: Settings) -> None:
@@ -129,10 +133,14 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
     budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
     counts: Counter[str] = Counter()
+    metrics = metrics_of(app)
+    metrics.set_catalog(catalog.version, len(catalog.fences))
+    live.on_swap = lambda cat: metrics.set_catalog(cat.version, len(cat.fences))
     log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
 
     def failed(version: str) -> None:
         counts["catalog_failures"] += 1
+        metrics.catalog_failures.inc()
 
     feed = CatalogFeed(settings, lambda: live.engine.version, live.swap, failed)
 
@@ -153,6 +161,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
                 ping = parse_record(event.message.value, event.message.key)
             except PingRejected as exc:
                 counts[f"invalid:{exc.reason}"] += 1
+                metrics.invalid.labels(reason=exc.reason).inc()
                 use_event(event)
                 letter = dead_letter(event, exc.reason, exc.detail).dumps()
                 await (await dlq.send(key=event.message.key, value=letter, force=True))
@@ -160,19 +169,24 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             parsed.setdefault(event.message.partition, []).append(ping)
             by_device[ping.device_id] = event
         counts["pings"] += len(events)
+        metrics.pings.inc(len(events))
         states = TableStates(presence, by_device)
         devices = TableDevices(device_book, by_device)
         found: list[Decision] = []
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
         engine = live.engine  # one catalog per batch; a swap takes effect at the next batch
+        matched_before = engine.matched_pings
         for partition, batch in parsed.items():
             part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
             found.extend(part_decisions)
             candidates.extend(part_candidates)
             gated.extend(part_gated)
+        metrics.matched.inc(engine.matched_pings - matched_before)
         for _, reason in gated:
             counts[f"gated:{reason}"] += 1
+            metrics.gated.labels(reason=reason).inc()
+        observe_decisions(metrics, found)
         # outputs first, acknowledged by the broker, then the state that says they happened:
         # a crash in between repeats a decision (at-least-once) but never loses one
         acks = []
@@ -230,6 +244,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             campaign = cand.decision.campaign_id or ""
             decision, spend = apply_budget(cand, budget_used[campaign])
             counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
+            observe_decisions(metrics, [decision], transitions=False)
             acks = [await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True)]
             if spend:
                 acks.append(
@@ -251,7 +266,10 @@ def register_decide(app: faust.App, settings: Settings) -> None:
             return
         now = max(engine.stream_ms.values())
         checks = 0
-        for device_id, raw in list(presence.items()):
+        items = list(presence.items())
+        metrics.table_keys.labels(table="presence").set(len(items))
+        metrics.table_keys.labels(table="devices").set(sum(1 for _ in device_book))
+        for device_id, raw in items:
             if engine.silent_visits(DeviceState.loads(raw), now):
                 await pings.send(key=device_id.encode(), value=presence_check_bytes(device_id, now), force=True)
                 checks += 1
@@ -262,6 +280,23 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     async def report() -> None:
         if counts:
             log.info("counts %s", dict(sorted(counts.items())))
+
+
+def observe_decisions(metrics: Metrics, found: Sequence[Decision], transitions: bool = True) -> None:
+    """Decisions by outcome and reason, their latency from ping time, and distinct transitions.
+
+    Notify candidates are counted once, by the budget step that makes them final."""
+    now = datetime.now(UTC)
+    moved = set()
+    for d in found:
+        if transitions:
+            moved.add((d.device_id, d.ts, d.store_id, d.transition))
+        if d.outcome == "notify" and transitions:
+            continue
+        metrics.decisions.labels(outcome=d.outcome, reason=d.reason).inc()
+        metrics.decision_latency.observe(max(0.0, (now - d.ts).total_seconds()))
+    for *_, kind in moved:
+        metrics.transitions.labels(kind=kind).inc()
 
 
 def candidate_bytes(c: Candidate) -> bytes:

@@ -29,6 +29,7 @@ from delivery.outgoing import outgoing_for
 from delivery.policy import Backoff
 from delivery.rate import TokenBucket, fair_share
 from streams.emitted import EmittedIds
+from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
 
 log = logging.getLogger("geopush.deliver")
@@ -47,9 +48,10 @@ class DeliveryLoop:
 
     def __init__(
         self, settings: Settings, sender: Sender, counts: Counter[str] | None = None,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Callable[[], datetime] = now_utc, metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.sender = sender
         self.counts: Counter[str] = counts if counts is not None else Counter()
         self.rate_per_s = settings.fcm_rate_per_min / 60.0
@@ -120,8 +122,12 @@ class DeliveryLoop:
                 partition, n = todo[f.outgoing.notification_id]
                 acks.extend(await self._record(producer, partition, n, f))
 
+        retries_before = Counter(self.dispatcher.stats)
         await self.dispatcher.deliver(outgoing, on_final=record)
         await asyncio.gather(*acks)
+        for key, count in (self.dispatcher.stats - retries_before).items():
+            if key.startswith("retry:"):
+                self.metrics.fcm_retries.labels(code=key.removeprefix("retry:")).inc(count)
 
     async def _record(self, producer: Any, partition: int, n: Notification, f: Final | None) -> list[Any]:
         """Send the delivery record (and a tombstone for a dead token); return the pending acks."""
@@ -132,6 +138,7 @@ class DeliveryLoop:
             at=self.clock(),
         )  # fmt: skip
         self.counts[f"delivery:{record.result}"] += 1
+        self.metrics.deliveries.labels(result=record.result).inc()
         key = n.notification_id.encode()
         acks = [await producer.send(self.settings.topic_deliveries, key=key, value=record.dumps(), partition=partition)]
         if record.result == "invalid_token":  # nothing is sent to this token again
@@ -159,11 +166,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
             gone = {tp.partition for tp in revoked}
             self.loop.done.forget(gone)
             self.loop.assigned -= gone
+            self.loop.metrics.assigned.labels(group=delivery_group(self.loop.settings)).set(len(self.loop.assigned))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         parts = {tp.partition for tp in assigned}
         await self.loop.done.preload(parts)
         self.loop.assigned |= parts
+        self.loop.metrics.assigned.labels(group=delivery_group(self.loop.settings)).set(len(self.loop.assigned))
         log.info("delivery partitions assigned: %s", sorted(parts))
 
 
@@ -174,11 +183,16 @@ def register_deliver(app: faust.App, settings: Settings) -> None:
     from streams.fcm import FcmSender
 
     counts: Counter[str] = Counter()
-    sender = FcmSender(settings)  # fails the start, with the reason, when there are no credentials
+    metrics = metrics_of(app)
+
+    def observe(seconds: float, n: int) -> None:
+        metrics.fcm_latency.observe(seconds)
+
+    sender = FcmSender(settings, observe)  # fails the start, with the reason, when there are no credentials
 
     @app.task
     async def deliver() -> None:
-        await DeliveryLoop(settings, sender, counts).run()
+        await DeliveryLoop(settings, sender, counts, metrics=metrics).run()
 
     @app.timer(30.0)
     async def report_deliveries() -> None:
