@@ -290,7 +290,7 @@ def lag_cmd(
 
     s = settings_or_exit()
     groups = group or [s.app_id, f"{s.app_id}-delivery"]
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # scripts get whole names
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the one-line error below says it
     if not any(_tcp_open(hostport) for hostport in s.kafka_bootstrap.split(",")):
         typer.echo(f"error: cannot reach Kafka at {s.kafka_bootstrap} (connection refused or timed out)", err=True)

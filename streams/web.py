@@ -137,7 +137,7 @@ def register_web(app: faust.App, settings: Settings) -> None:
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
-        return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:

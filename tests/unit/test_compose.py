@@ -57,7 +57,7 @@ def test_ports_and_versions_agree() -> None:
     worker = SERVICES["worker"]
     port = worker["environment"]["GEOPUSH_WEB_PORT"]
     assert port in [str(p) for p in worker["expose"]]
-    prom = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())
+    prom = yaml.safe_load((REPO / "config" / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["dns_sd_configs"][0]
     assert str(targets["port"]) == port and targets["names"] == ["worker"]
     assert worker["deploy"]["replicas"] == 2
