@@ -233,16 +233,26 @@ def register_decide(app: faust.App, settings: Settings) -> None:
         """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``.
 
         Idempotent: a candidate whose notification id is already on ``notifications`` (this
-        partition's) is skipped, so reprocessing after a crash never sends an id twice."""
+        partition's) is not sent again, so reprocessing after a crash never sends an id twice.
+        Its decision is written again, though: a worker killed after the notification reached
+        the broker but before the decision did (different topics, different batches) would
+        otherwise lose that decision. Decisions are at-least-once; notifications exactly once.
+
+        The budget is counted before the sends, so a crash in between can only under-spend a
+        campaign (by the records in flight), never overspend it."""
         async for event in stream.events():
             partition = event.message.partition
             cand = candidate_loads(event.value)
             nid = cand.notification.notification_id.encode()
             if await emitted.seen(partition, nid):
                 counts["duplicate_candidates"] += 1
+                decision = cand.decision
+                await (await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True))
                 continue
             campaign = cand.decision.campaign_id or ""
             decision, spend = apply_budget(cand, budget_used[campaign])
+            if spend:
+                budget_used[campaign] += 1
             counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
             observe_decisions(metrics, [decision], transitions=False)
             acks = [await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True)]
@@ -252,8 +262,6 @@ def register_decide(app: faust.App, settings: Settings) -> None:
                 )
                 emitted.add(partition, nid)
             await asyncio.gather(*acks)
-            if spend:
-                budget_used[campaign] += 1
 
     @app.timer(settings.presence_sweep_s)
     async def sweep_silent_devices() -> None:
