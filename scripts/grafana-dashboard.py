@@ -69,7 +69,7 @@ PANELS = [
     ("Fences", "stat", 4, [("max(geopush_catalog_fences)", "fences")]),
     ("Catalog build failures", "stat", 4, [("sum(increase(geopush_catalog_failures_total[1h]))", "failures")]),
     ("Table keys", "timeseries", 8, [("sum by (table) (geopush_table_keys)", "{{table}}")]),
-    ("Partitions per worker", "timeseries", 8, [("geopush_assigned_partitions", "{{instance}} {{group}}")]),
+    ("Partitions per worker", "timeseries", 8, [("geopush_assigned_partitions", "{{instance}} {{topic}}")]),
     ("Lag refresh errors", "stat", 8, [("sum(increase(geopush_lag_refresh_errors_total[15m]))", "errors")]),
 ]
 

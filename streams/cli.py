@@ -335,9 +335,11 @@ def worker() -> None:
     from streams.app import create_app
     from streams.fcm import FcmCredentialsMissing
     from streams.pipeline import pipeline_registrars
+    from streams.topics import ensure_topics
     from streams.worker import run_worker
 
     s = settings_or_exit()
+    ensure_topics(s)  # idempotent; includes the tables' changelogs, which Faust would create too late
     try:
         app_ = create_app(s, pipeline_registrars())
     except FcmCredentialsMissing as exc:

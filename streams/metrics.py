@@ -43,7 +43,8 @@ class Metrics:
                                ["group", "topic", "partition"], registry=r)  # fmt: skip
         self.end = Gauge("geopush_topic_end_offset", "End offset.", ["topic", "partition"], registry=r)
         self.lag_errors = Counter("geopush_lag_refresh_errors", "Failed consumer-lag refreshes.", registry=r)
-        self.assigned = Gauge("geopush_assigned_partitions", "Partitions this worker owns.", ["group"], registry=r)
+        self.assigned = Gauge("geopush_assigned_partitions", "Partitions this worker owns, per topic.",
+                              ["group", "topic"], registry=r)  # fmt: skip
 
     def set_catalog(self, version: str, fences: int) -> None:
         self.catalog_info.clear()

@@ -21,8 +21,11 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    retention_ms: int | None = None  # with compaction: compact,delete (idle keys expire)
 
     def config(self) -> dict[str, str]:
+        if self.compacted and self.retention_ms is not None:
+            return {"cleanup.policy": "compact,delete", "retention.ms": str(self.retention_ms)}
         return {"cleanup.policy": "compact"} if self.compacted else {}
 
 
@@ -38,6 +41,23 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_deliveries, n),
         TopicSpec(settings.topic_catalog, 1, compacted=True),
         TopicSpec(outbox_topic(settings), n),
+        *changelog_specs(settings),
+    ]
+
+
+def state_ttl_ms(settings: Settings) -> int:
+    """How long an idle device's presence state is kept (table expiry and changelog retention)."""
+    return int(settings.state_ttl_days * 86400 * 1000)
+
+
+def changelog_specs(settings: Settings) -> list[TopicSpec]:
+    """The tables' changelog topics, created up front: Faust creates them lazily at start, and an
+    agent that checks its table before the broker has them crashes (PartitionsMismatch)."""
+    n = settings.topic_partitions
+    return [
+        TopicSpec(f"{settings.app_id}-presence-changelog", n, compacted=True, retention_ms=state_ttl_ms(settings)),
+        TopicSpec(f"{settings.app_id}-devices-changelog", n, compacted=True),
+        TopicSpec(f"{settings.app_id}-budget-changelog", n, compacted=True),
     ]
 
 

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -129,7 +129,10 @@ def register_web(app: faust.App, settings: Settings) -> None:
     @app.timer(settings.lag_refresh_s)
     async def refresh_lag() -> None:
         await watch.refresh()
-        metrics.assigned.labels(group=settings.app_id).set(len(app.consumer.assignment()))
+        owned = Counter(tp.topic for tp in app.consumer.assignment())
+        metrics.assigned.clear()
+        for topic, n in owned.items():
+            metrics.assigned.labels(group=settings.app_id, topic=topic).set(n)
 
     @app.timer(settings.dashboard_sample_s)
     async def sample_dashboard() -> None:

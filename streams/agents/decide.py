@@ -29,7 +29,7 @@ from streams.catalog_feed import CatalogFeed
 from streams.emitted import EmittedIds
 from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
-from streams.topics import outbox_topic
+from streams.topics import outbox_topic, state_ttl_ms
 
 log = logging.getLogger("geopush.decide")
 BATCH_MAX = 2000
@@ -125,7 +125,7 @@ def register_decide(app: faust.App, settings: Settings) -> None:
     notifications = raw_topic(settings.topic_notifications)
     outbox = raw_topic(outbox_topic(settings), internal=True)
     # idle devices also expire from the changelog, so recovery never brings them back
-    ttl_ms = int(settings.state_ttl_days * 86400 * 1000)
+    ttl_ms = state_ttl_ms(settings)
     presence = app.Table(
         "presence", partitions=n, key_type=str, value_type=bytes,
         extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)},

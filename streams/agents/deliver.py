@@ -166,13 +166,17 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
             gone = {tp.partition for tp in revoked}
             self.loop.done.forget(gone)
             self.loop.assigned -= gone
-            self.loop.metrics.assigned.labels(group=delivery_group(self.loop.settings)).set(len(self.loop.assigned))
+            self.loop.metrics.assigned.labels(
+                group=delivery_group(self.loop.settings), topic=self.loop.settings.topic_notifications
+            ).set(len(self.loop.assigned))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         parts = {tp.partition for tp in assigned}
         await self.loop.done.preload(parts)
         self.loop.assigned |= parts
-        self.loop.metrics.assigned.labels(group=delivery_group(self.loop.settings)).set(len(self.loop.assigned))
+        self.loop.metrics.assigned.labels(
+            group=delivery_group(self.loop.settings), topic=self.loop.settings.topic_notifications
+        ).set(len(self.loop.assigned))
         log.info("delivery partitions assigned: %s", sorted(parts))
 
 

@@ -1,0 +1,393 @@
+"""End-to-end benchmark on the real broker: raw consumer ceiling vs one and two geopush workers.
+
+    python -m bench.e2e_bench [--pings 1000000] [--fences 10000,100000] [--out bench/results/e2e.md]
+
+For each catalog size (the example catalog scaled with synthetic Tokyo stores), the simulator's
+mix of pings goes to a 12-partition topic once; then, side by side on the same messages:
+(a) a raw aiokafka consumer that reads and decodes (orjson) — the ceiling for a Python consumer,
+(b) one geopush worker doing the whole pipeline to decision records,
+(c) two workers in one consumer group (partition split, decisions compared with (b)).
+Then, for the first catalog, pings at half of (b)'s rate with ``ts`` = send time, to measure
+ping-to-decision latency (decision record time minus ping time). Also: peak RSS and CPU per
+worker, and bytes of presence state per active device (from the changelog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from decisions.records import Decision
+from geofences.load import load_catalog
+from streams.local_kafka import LocalKafka, _die_with_parent, free_port
+from streams.phones import simulate
+from streams.settings import Settings, environ_for, load_settings
+from streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
+PINGS_PER_DEVICE = 31  # the simulator's average
+STALL_S = 120.0
+
+
+def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
+    """The example catalog plus synthetic cafés (circles 50–300 m, some octagons) over greater Tokyo."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("defaults.yaml", "campaigns.yaml"):
+        shutil.copy(REPO / "config" / "catalog" / name, out / name)
+    base = yaml.safe_load((REPO / "config" / "catalog" / "stores.yaml").read_text())["stores"]
+    rng = random.Random(seed)
+    stores = list(base)
+    for i in range(fences - len(base)):
+        lat, lng = rng.uniform(35.55, 35.82), rng.uniform(139.55, 139.92)
+        if rng.random() < 0.7:
+            fence: dict[str, Any] = {"circle": {"lat": round(lat, 6), "lng": round(lng, 6),
+                                                "radius_m": rng.randint(50, 300)}}  # fmt: skip
+        else:
+            r = rng.uniform(0.0006, 0.002)
+            ring = [[round(lat + r * __import__("math").sin(k * 0.785), 6),
+                     round(lng + 1.2 * r * __import__("math").cos(k * 0.785), 6)] for k in range(8)]  # fmt: skip
+            fence = {"polygon": ring}
+        stores.append({"id": f"syn-{i:06d}", "name": f"Cafe {i}", "tags": ["cafe", "tokyo"], "geofence": fence})
+    (out / "stores.yaml").write_text(yaml.safe_dump({"stores": stores}, allow_unicode=True, sort_keys=False))
+    return out
+
+
+async def produce(s: Settings, devices: list[Any], pings: list[Any]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
+    await producer.start()
+    try:
+        futures = [await producer.send(s.topic_devices, d.dumps(), key=d.device_id.encode()) for d in devices]
+        for i, p in enumerate(pings):
+            futures.append(await producer.send(s.topic_pings, orjson.dumps(p.body), key=p.device_id.encode()))
+            if i % 50_000 == 0:
+                await asyncio.gather(*futures)
+                futures = []
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_consumer(s: Settings, n: int) -> float:
+    """(a) Read and decode every ping with a bare aiokafka consumer; pings per second."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
+    await consumer.start()
+    try:
+        tps = [TopicPartition(s.topic_pings, p) for p in range(s.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            for msgs in batch.values():
+                for m in msgs:
+                    orjson.loads(m.value)
+                seen += len(msgs)
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class WorkerRun:
+    rate: float
+    rss_mb: list[float]
+    cpu_s: list[float]
+    wall_s: float
+    split: list[int]
+    stalled_at: int | None = None
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(peak RSS MiB, CPU seconds) of a live process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return hwm / 1024, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def committed(admin: Any, s: Settings) -> int:
+    from kafka.errors import KafkaError
+
+    from streams.lag import group_lag
+
+    try:
+        return sum(r.committed or 0 for r in group_lag(admin, s.app_id, {s.topic_pings}))
+    except KafkaError:  # the group's coordinator is not there yet
+        return 0
+
+
+def run_workers(s: Settings, n_workers: int, total: int, logs: Path) -> WorkerRun:
+    """(b)/(c): start workers, time the committed offsets from 10 % to 90 % of the pings."""
+    from kafka import KafkaAdminClient
+
+    env = {**environ_for(s), "GEOPUSH_LOG_LEVEL": "warn"}
+    procs, ports = [], [free_port() for _ in range(n_workers)]
+    for i in range(n_workers):
+        port_env = {**env, "GEOPUSH_WEB_PORT": str(ports[i]), "GEOPUSH_DATA_DIR": str(s.data_dir / f"w{i}")}
+        log = (logs / f"{s.app_id}-w{i}.log").open("wb")
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=port_env, cwd=REPO,
+                                      stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))  # fmt: skip
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    marks: dict[float, float] = {}
+    peak: list[tuple[float, float]] = [(0.0, 0.0)] * n_workers
+    started = progress_at = time.monotonic()
+    last = -1
+    stalled = False
+    try:
+        while time.monotonic() - started < 1800:
+            done = committed(admin, s)
+            now = time.monotonic()
+            if done != last:
+                last, progress_at = done, now
+            elif done > 0 and now - progress_at > STALL_S:
+                stalled = True  # no committed progress: report it instead of waiting forever
+                break
+            for frac in (0.1, 0.9):
+                if frac not in marks and done >= frac * total:
+                    marks[frac] = now
+            for i, p in enumerate(procs):
+                if p.poll() is not None:
+                    raise SystemExit(f"worker {i} exited; see {logs}")
+                peak[i] = proc_stats(p.pid)
+            if done >= total:
+                break
+            time.sleep(0.25)
+        try:
+            split = assignment_split(ports, s)
+        except Exception:
+            split = []
+    finally:
+        admin.close()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+    if stalled or 0.9 not in marks:
+        print(f"{s.app_id}: STALLED at {last:,} of {total:,} committed (no progress for {STALL_S:.0f} s)")
+        return WorkerRun(float("nan"), [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started,
+                         split, stalled_at=last)  # fmt: skip
+    rate = 0.8 * total / (marks[0.9] - marks[0.1])
+    return WorkerRun(rate, [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started, split)
+
+
+def assignment_split(ports: list[int], s: Settings) -> list[int]:
+    """Pings partitions owned by each worker, from its /metrics."""
+    import httpx
+
+    out = []
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        line = [ln for ln in text.splitlines() if ln.startswith("geopush_assigned_partitions{") and
+                f'topic="{s.topic_pings}"' in ln]  # fmt: skip
+        out.append(int(float(line[0].split()[-1])) if line else 0)
+    return sorted(out)
+
+
+def decisions_of(s: Settings) -> Counter[tuple[Any, ...]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(s.topic_decisions, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=3000)  # fmt: skip
+    got: Counter[tuple[Any, ...]] = Counter()
+    for m in consumer:
+        d = orjson.loads(m.value)
+        got[
+            (d["device_id"], d["ts"], d["store_id"], d.get("campaign_id"), d["transition"], d["outcome"], d["reason"])
+        ] += 1
+    consumer.close()
+    return got
+
+
+def state_bytes(s: Settings) -> list[int]:
+    """Size of each device's latest presence state, from the table's changelog."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(f"{s.app_id}-presence-changelog", bootstrap_servers=s.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=3000)  # fmt: skip
+    latest = {m.key: len(m.value) for m in consumer if m.value is not None}
+    consumer.close()
+    return list(latest.values())
+
+
+async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float) -> list[float]:
+    """Pings at ``rate``/s with ts = send time; ms from ping time to its decision record."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
+    await producer.start()
+    n = int(rate * seconds)
+    started = time.perf_counter()
+    try:
+        for i, p in enumerate(pings[:n]):
+            due = started + i / rate
+            if (wait := due - time.perf_counter()) > 0.002:
+                await asyncio.sleep(wait)
+            body = {**p.body, "ts": int(time.time() * 1000)}
+            body.pop("speed_mps", None)
+            await producer.send(s.topic_pings, orjson.dumps(body), key=p.device_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await asyncio.sleep(5)
+    consumer = AIOKafkaConsumer(s.topic_decisions, bootstrap_servers=s.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    out: list[float] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=3000, max_records=10_000)
+            if not batch:
+                break
+            for msgs in batch.values():
+                for m in msgs:
+                    d = Decision.loads(m.value)
+                    out.append(m.timestamp - d.ts.timestamp() * 1000)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pings", type=int, default=1_000_000)
+    ap.add_argument("--fences", default="10000,100000")
+    ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="geopush-e2e-"))
+    logs = work / "logs"
+    logs.mkdir()
+    base = load_settings({})
+    broker = LocalKafka(data_dir=work / "kafka", kafka_home=base.kafka_home, version=base.kafka_version, heap_mb=1024)
+    broker.start()
+    lines: list[str] = []
+    try:
+        for fences in [int(f) for f in args.fences.split(",")]:
+            lines += bench_catalog(broker, fences, args, work, logs, latency=fences == int(args.fences.split(",")[0]))
+    finally:
+        broker.stop()
+    header = [
+        f"# End-to-end benchmark — {datetime.now(UTC):%Y-%m-%d}",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with the broker and the load generator), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}.",
+        f"Command: `python -m bench.e2e_bench --pings {args.pings} --fences {args.fences}`.",
+        "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
+        "",
+    ]
+    args.out.write_text("\n".join(header + lines) + "\n")
+    print("\n".join(header + lines))
+
+
+def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: Path, latency: bool) -> list[str]:
+    catalog_dir = scaled_catalog(fences, work / f"catalog-{fences}")
+    catalog = load_catalog([catalog_dir])
+    devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), seed=4)
+    pings = pings[: args.pings]
+    total = len(pings)
+    tag = f"f{fences}"
+
+    def settings(app: str) -> Settings:
+        return load_settings(
+            {}, kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
+            topic_pings=f"pings-{tag}", topic_devices=f"devices-{tag}", topic_decisions=f"decisions-{app}-{tag}",
+            topic_notifications=f"notifications-{app}-{tag}", topic_pings_dlq=f"dlq-{app}-{tag}",
+            topic_deliveries=f"deliveries-{app}-{tag}", topic_catalog=f"catalog-{app}-{tag}", topic_partitions=12,
+            data_dir=work / f"var-{app}-{tag}", catalog_path=catalog_dir, deliver=False,
+            consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0,
+        )  # fmt: skip
+
+    one, two = settings("one"), settings("two")
+    ensure_topics(one)
+    ensure_topics(two)
+    t = time.perf_counter()
+    asyncio.run(produce(one, devices, pings))
+    print(f"[{fences} fences] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
+    raw = asyncio.run(raw_consumer(one, total))
+    print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s")
+    b = run_workers(one, 1, total, logs)
+    print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}")
+    c = run_workers(two, 2, total, logs)
+    print(f"[{fences} fences] (c) two workers {c.rate:,.0f}/s, split {c.split}")
+    db, dc = decisions_of(one), decisions_of(two)
+    lost = sum((db - dc).values())
+    dup = sum((dc - db).values())
+    sizes = state_bytes(one)
+    rows = [
+        f"## {fences:,} fences, {total:,} pings ({len(devices):,} devices)",
+        "",
+        "| run | pings/s | ratio | peak RSS per worker | CPU s per worker (wall s) |",
+        "|---|---:|---:|---|---|",
+        f"| (a) raw aiokafka consumer + orjson | {raw:,.0f} | — | — | — |",
+        f"| (b) one geopush worker | {b.rate:,.0f} | (b)/(a) = {b.rate / raw:.2f} | "
+        f"{', '.join(f'{r:.0f} MiB' for r in b.rss_mb)} | {', '.join(f'{x:.0f}' for x in b.cpu_s)} ({b.wall_s:.0f}) |",
+        f"| (c) two workers, one group | {c.rate:,.0f} | (c)/(b) = {c.rate / b.rate:.2f} | "
+        f"{', '.join(f'{r:.0f} MiB' for r in c.rss_mb)} | {', '.join(f'{x:.0f}' for x in c.cpu_s)} ({c.wall_s:.0f}) |",
+        "",
+        f"- Decisions: (b) {sum(db.values()):,}, (c) {sum(dc.values()):,}; in (b) not (c): {lost}, extra in (c): {dup}."
+        + (f" **(c) stalled** at {c.stalled_at:,} of {total:,} pings committed." if c.stalled_at is not None else ""),
+        f"- Pings partitions per worker in (c): {c.split}.",
+        f"- Presence state: {len(sizes):,} devices, median {statistics.median(sizes):.0f} B, "
+        f"mean {statistics.mean(sizes):.0f} B, max {max(sizes)} B per device."
+        if sizes
+        else "- Presence state: none",
+        "",
+    ]
+    if latency:
+        half = b.rate / 2
+        lat_s = settings("lat")
+        ensure_topics(lat_s)
+        env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": "warn", "GEOPUSH_WEB_PORT": str(free_port())}
+        log = (logs / "latency-worker.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
+        try:
+            asyncio.run(produce(lat_s, devices, []))
+            time.sleep(15)  # start-up and assignment
+            lat = asyncio.run(latency_run(lat_s, pings, half, args.latency_seconds))
+        finally:
+            proc.terminate()
+            proc.wait(60)
+        rows += [
+            f"- Latency at half of (b)'s rate ({half:,.0f} pings/s for {args.latency_seconds:.0f} s, ts = send "
+            f"time): {len(lat):,} decisions, ping-to-decision p50 **{pct(lat, 50):.0f} ms**, p99 "
+            f"**{pct(lat, 99):.0f} ms**, max {max(lat):.0f} ms."
+            if lat
+            else "- Latency: no decisions",
+            "",
+        ]
+    print("\n".join(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
