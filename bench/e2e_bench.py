@@ -317,13 +317,15 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     tag = f"f{fences}"
 
     def settings(app: str) -> Settings:
+        """One run's settings. The silent-device sweep is off: it decides exits at wall-clock
+        moments, which would make (b) and (c) differ for reasons other than the rebalance."""
         return load_settings(
             {}, kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
             topic_pings=f"pings-{tag}", topic_devices=f"devices-{tag}", topic_decisions=f"decisions-{app}-{tag}",
             topic_notifications=f"notifications-{app}-{tag}", topic_pings_dlq=f"dlq-{app}-{tag}",
             topic_deliveries=f"deliveries-{app}-{tag}", topic_catalog=f"catalog-{app}-{tag}", topic_partitions=12,
             data_dir=work / f"var-{app}-{tag}", catalog_path=catalog_dir, deliver=False,
-            consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0,
+            consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0, presence_sweep_s=86_400.0,
         )  # fmt: skip
 
     one, two = settings("one"), settings("two")
@@ -364,7 +366,7 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     ]
     if latency:
         half = b.rate / 2
-        lat_s = settings("lat")
+        lat_s = settings("lat").model_copy(update={"topic_pings": f"pings-lat-{tag}"})
         ensure_topics(lat_s)
         env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": "warn", "GEOPUSH_WEB_PORT": str(free_port())}
         log = (logs / "latency-worker.log").open("wb")

@@ -1,11 +1,12 @@
-"""Which notification ids were already written, per partition: the idempotent budget step.
+"""Which ids were already written to a topic, per partition: what makes a step idempotent.
 
-The budget step writes each notification to the partition of the outbox record it came from,
-and awaits the broker's ack before its offset can be committed. After a crash the outbox is
-re-read from the last commit; before it decides anything in a partition, a worker reads that
-partition of ``notifications`` back (the recent tail; when the partition is assigned, or at the
-latest before its first event) and skips every id already there. So a notification id never
-appears twice, whatever was in flight when the worker died.
+Used twice. The budget step writes each notification to the partition of the outbox record it
+came from and awaits the broker's ack before its offset can be committed; after a crash the
+outbox is re-read from the last commit, and before deciding anything in a partition a worker
+reads that partition of ``notifications`` back (the recent tail; when the partition is
+assigned, or at the latest before its first event) and skips every id already there. The
+delivery step does the same with ``deliveries``: a notification whose result is recorded is not
+sent again. So an id is never written twice, whatever was in flight when a worker died.
 """
 
 from __future__ import annotations

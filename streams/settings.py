@@ -106,17 +106,19 @@ class Settings(BaseSettings):
     )
     kafka_heap_mb: int = Field(512, ge=128, le=8192, description="Local broker max heap (MiB).")
 
-    def kafka_client_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for kafka-python clients built from these settings."""
-        kwargs: dict[str, object] = {
-            "bootstrap_servers": self.kafka_bootstrap.split(","),
-            "security_protocol": self.kafka_security_protocol,
-        }
+    def _auth_kwargs(self) -> dict[str, object]:
+        """Security protocol and SASL options, spelled the same by kafka-python and aiokafka."""
+        kwargs: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
         if self.kafka_sasl_mechanism:
             kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
             kwargs["sasl_plain_username"] = self.kafka_sasl_username
             if self.kafka_sasl_password is not None:
                 kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return kwargs
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for kafka-python clients built from these settings."""
+        kwargs = {"bootstrap_servers": self.kafka_bootstrap.split(","), **self._auth_kwargs()}
         if self.kafka_ssl_cafile:
             kwargs["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return kwargs
@@ -125,15 +127,7 @@ class Settings(BaseSettings):
         """Keyword arguments for aiokafka clients built from these settings."""
         import ssl
 
-        kwargs: dict[str, object] = {
-            "bootstrap_servers": self.kafka_bootstrap,
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kwargs["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        kwargs = {"bootstrap_servers": self.kafka_bootstrap, **self._auth_kwargs()}
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             cafile = str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
             kwargs["ssl_context"] = ssl.create_default_context(cafile=cafile)
