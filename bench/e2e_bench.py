@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
 PINGS_PER_DEVICE = 31  # the simulator's average
 STALL_S = 120.0
+PROBE_EVERY = 50
 
 
 def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
@@ -234,9 +235,10 @@ def state_bytes(s: Settings) -> list[int]:
     return list(latest.values())
 
 
-async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float) -> list[float]:
-    """Pings at ``rate``/s with ts = send time; ms from ping time to its decision record."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """Pings at ``rate``/s with ts = send time. Milliseconds (a) from ping time to each decision
+    record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead letter."""
+    from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
@@ -250,23 +252,31 @@ async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float
             body = {**p.body, "ts": int(time.time() * 1000)}
             body.pop("speed_mps", None)
             await producer.send(s.topic_pings, orjson.dumps(body), key=p.device_id.encode())
+            if i % PROBE_EVERY == 0:  # an unusable ping: its dead letter times the whole path
+                probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": time.time() * 1000})
+                await producer.send(s.topic_pings, probe, key=f"probe-{i}".encode())
         await producer.flush()
     finally:
         await producer.stop()
     await asyncio.sleep(5)
-    consumer = AIOKafkaConsumer(s.topic_decisions, bootstrap_servers=s.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    decisions = [m.timestamp - Decision.loads(m.value).ts.timestamp() * 1000
+                 for m in await read_all(s, s.topic_decisions)]  # fmt: skip
+    probes = [m.timestamp - orjson.loads(orjson.loads(m.value)["payload"])["sent_ms"]
+              for m in await read_all(s, s.topic_pings_dlq)]  # fmt: skip
+    return decisions, probes
+
+
+async def read_all(s: Settings, topic: str) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)  # fmt: skip
     await consumer.start()
-    out: list[float] = []
+    out: list[Any] = []
     try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=3000, max_records=10_000)
-            if not batch:
-                break
+        while batch := await consumer.getmany(timeout_ms=3000, max_records=10_000):
             for msgs in batch.values():
-                for m in msgs:
-                    d = Decision.loads(m.value)
-                    out.append(m.timestamp - d.ts.timestamp() * 1000)
+                out.extend(msgs)
     finally:
         await consumer.stop()
     return out
@@ -281,6 +291,7 @@ def main() -> None:
     ap.add_argument("--pings", type=int, default=1_000_000)
     ap.add_argument("--fences", default="10000,100000")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geopush-e2e-"))
@@ -334,6 +345,8 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     t = time.perf_counter()
     asyncio.run(produce(one, devices, pings))
     print(f"[{fences} fences] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
+    if args.latency_rate:
+        return latency_section(args, settings, devices, pings, args.latency_rate, logs, tag)
     raw = asyncio.run(raw_consumer(one, total))
     print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s")
     b = run_workers(one, 1, total, logs)
@@ -365,30 +378,46 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         "",
     ]
     if latency:
-        half = b.rate / 2
-        lat_s = settings("lat").model_copy(update={"topic_pings": f"pings-lat-{tag}"})
-        ensure_topics(lat_s)
-        env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": "warn", "GEOPUSH_WEB_PORT": str(free_port())}
-        log = (logs / "latency-worker.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
-        try:
-            asyncio.run(produce(lat_s, devices, []))
-            time.sleep(15)  # start-up and assignment
-            lat = asyncio.run(latency_run(lat_s, pings, half, args.latency_seconds))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-        rows += [
-            f"- Latency at half of (b)'s rate ({half:,.0f} pings/s for {args.latency_seconds:.0f} s, ts = send "
-            f"time): {len(lat):,} decisions, ping-to-decision p50 **{pct(lat, 50):.0f} ms**, p99 "
-            f"**{pct(lat, 99):.0f} ms**, max {max(lat):.0f} ms."
-            if lat
-            else "- Latency: no decisions",
-            "",
-        ]
+        rows += latency_section(args, settings, devices, pings, b.rate / 2, logs, tag)
     print("\n".join(rows))
     return rows
+
+
+def latency_section(
+    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str
+) -> list[str]:
+    """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
+    import httpx
+
+    lat_s = settings("lat").model_copy(update={"topic_pings": f"pings-lat-{tag}"})
+    ensure_topics(lat_s)
+    port = free_port()
+    env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": "warn", "GEOPUSH_WEB_PORT": str(port)}
+    log = (logs / "latency-worker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
+    try:
+        asyncio.run(produce(lat_s, devices, []))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        time.sleep(3)
+        lat, probes = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return [
+        f"- Latency at {rate:,.0f} pings/s (half of (b)) for {args.latency_seconds:.0f} s, ts = send time, "
+        f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
+        f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
+        f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
+        "",
+    ]
 
 
 if __name__ == "__main__":
