@@ -86,7 +86,7 @@ def run_dev(base: Settings, phones: int, rate: float) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        print("\nstopping phones, worker, broker ...", flush=True)
+        print("\nstopping phones, worker, FCM emulator, broker ...", flush=True)
         _stop(sim)
         _stop(worker, 40.0)
         _stop(emulator)
