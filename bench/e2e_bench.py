@@ -292,6 +292,7 @@ def main() -> None:
     ap.add_argument("--fences", default="10000,100000")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
+    ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geopush-e2e-"))
@@ -331,7 +332,8 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         """One run's settings. The silent-device sweep is off: it decides exits at wall-clock
         moments, which would make (b) and (c) differ for reasons other than the rebalance."""
         return load_settings(
-            {}, kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
+            None,  # GEOPUSH_* from the environment apply (tuning experiments); the rest is fixed here
+            kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
             topic_pings=f"pings-{tag}", topic_devices=f"devices-{tag}", topic_decisions=f"decisions-{app}-{tag}",
             topic_notifications=f"notifications-{app}-{tag}", topic_pings_dlq=f"dlq-{app}-{tag}",
             topic_deliveries=f"deliveries-{app}-{tag}", topic_catalog=f"catalog-{app}-{tag}", topic_partitions=12,
@@ -351,6 +353,9 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s")
     b = run_workers(one, 1, total, logs)
     print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}")
+    if args.only_one_worker:
+        return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s, (b) one worker **{b.rate:,.0f}/s** "
+                f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB", ""]  # fmt: skip
     c = run_workers(two, 2, total, logs)
     print(f"[{fences} fences] (c) two workers {c.rate:,.0f}/s, split {c.split}")
     db, dc = decisions_of(one), decisions_of(two)
