@@ -141,7 +141,10 @@ class DeliveryLoop:
         self.metrics.deliveries.labels(result=record.result).inc()
         key = n.notification_id.encode()
         acks = [await producer.send(self.settings.topic_deliveries, key=key, value=record.dumps(), partition=partition)]
-        if record.result == "invalid_token":  # nothing is sent to this token again
+        # Nothing is sent to a dead token again. The tombstone deletes the whole device record: if
+        # the app registered a fresh token in the instant before it, that registration is lost
+        # too, until the app writes its record again (apps re-register at every start).
+        if record.result == "invalid_token":
             acks.append(await producer.send(self.settings.topic_devices, key=n.device_id.encode(), value=None))
         self.done.add(partition, key)
         return acks
