@@ -74,7 +74,7 @@ class LagWatch:
 
     def sample(self) -> dict[str, Any]:
         """One dashboard point: lag per partition, counter totals, the catalog."""
-        m = self.metrics
+        m = _collect(self.metrics)  # one pass over the registry for the whole point
         point = {
             "t": time.time(),
             "lag": {f"{r.group}|{r.topic}|{r.partition}": r.lag for r in self.rows},
@@ -88,18 +88,19 @@ class LagWatch:
         return point
 
 
-def _samples(m: Metrics, family: str) -> list[Any]:
-    return [s for f in m.registry.collect() if f.name == family for s in f.samples if not s.name.endswith("_created")]
+def _collect(m: Metrics) -> dict[str, list[Any]]:
+    """Samples per metric family (``_created`` timestamps left out), read once."""
+    return {f.name: [x for x in f.samples if not x.name.endswith("_created")] for f in m.registry.collect()}
 
 
-def _total(m: Metrics, family: str) -> float:
-    return sum(s.value for s in _samples(m, family))
+def _total(samples: dict[str, list[Any]], family: str) -> float:
+    return sum(x.value for x in samples.get(family, []))
 
 
-def _by_labels(m: Metrics, family: str, label: str) -> dict[str, float]:
+def _by_labels(samples: dict[str, list[Any]], family: str, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for s in _samples(m, family):
-        out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
+    for x in samples.get(family, []):
+        out[x.labels[label]] = out.get(x.labels[label], 0.0) + x.value
     return out
 
 
@@ -126,13 +127,18 @@ def register_web(app: faust.App, settings: Settings) -> None:
     watch = LagWatch(settings, metrics, groups)
     page_html = resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
 
+    shown: set[str] = set()  # topics of the worker group's geopush_assigned_partitions series
+
     @app.timer(settings.lag_refresh_s)
     async def refresh_lag() -> None:
         await watch.refresh()
         owned = Counter(tp.topic for tp in app.consumer.assignment())
-        metrics.assigned.clear()
+        for topic in shown - set(owned):  # only this group's series: the delivery step sets its own
+            metrics.assigned.remove(settings.app_id, topic)
         for topic, n in owned.items():
             metrics.assigned.labels(group=settings.app_id, topic=topic).set(n)
+        shown.clear()
+        shown.update(owned)
 
     @app.timer(settings.dashboard_sample_s)
     async def sample_dashboard() -> None:
@@ -149,7 +155,7 @@ def register_web(app: faust.App, settings: Settings) -> None:
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
         checks = {
-            "catalog_loaded": bool(_by_labels(metrics, "geopush_catalog_info", "version")),
+            "catalog_loaded": bool(_by_labels(_collect(metrics), "geopush_catalog_info", "version")),
             "partitions_assigned": bool(app.consumer.assignment()),
             "broker_reachable": watch.broker_ok(),
         }
