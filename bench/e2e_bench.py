@@ -36,10 +36,11 @@ import yaml
 
 from decisions.records import Decision
 from geofences.load import load_catalog
+from streams.groups import decide_group
 from streams.local_kafka import LocalKafka, _die_with_parent, free_port
 from streams.phones import simulate
 from streams.settings import Settings, environ_for, load_settings
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, presence_changelog
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
@@ -136,7 +137,7 @@ def committed(admin: Any, s: Settings) -> int:
     from streams.lag import group_lag
 
     try:
-        return sum(r.committed or 0 for r in group_lag(admin, s.app_id, {s.topic_pings}))
+        return sum(r.committed or 0 for r in group_lag(admin, decide_group(s), {s.topic_pings}))
     except KafkaError:  # the group's coordinator is not there yet
         return 0
 
@@ -227,7 +228,7 @@ def state_bytes(s: Settings) -> list[int]:
     """Size of each device's latest presence state, from the table's changelog."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(f"{s.app_id}-presence-changelog", bootstrap_servers=s.kafka_bootstrap,
+    consumer = KafkaConsumer(presence_changelog(s), bootstrap_servers=s.kafka_bootstrap,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              consumer_timeout_ms=3000)  # fmt: skip
     latest = {m.key: len(m.value) for m in consumer if m.value is not None}

@@ -11,7 +11,7 @@ import faust
 
 from streams.settings import Settings
 
-Registrar = Callable[[faust.App, Settings], None]
+Registrar = Callable[[faust.App, Settings], object]
 
 
 def broker_credentials(settings: Settings) -> Any:

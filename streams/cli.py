@@ -269,7 +269,10 @@ def _tcp_open(hostport: str, timeout_s: float = 3.0) -> bool:
 @app.command("lag")
 def lag_cmd(
     group: list[str] = typer.Option(
-        None, "--group", "-g", help="Consumer group (repeatable). Default: the worker's group and its delivery group."
+        None,
+        "--group",
+        "-g",
+        help="Consumer group (repeatable). Default: the worker's groups (decide, budget, delivery).",
     ),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh in place until Ctrl-C."),
     interval: float = typer.Option(2.0, help="Seconds between readings (the trend is measured over it)."),
@@ -286,10 +289,11 @@ def lag_cmd(
     from rich.console import Console
     from rich.live import Live
 
+    from streams.groups import worker_groups
     from streams.lag import PartitionLag, group_lag, lag_rates, lag_table, over_limit
 
     s = settings_or_exit()
-    groups = group or [s.app_id, f"{s.app_id}-delivery"]
+    groups = group or sorted(worker_groups(s))
     console = Console() if sys.stdout.isatty() else Console(width=200)  # scripts get whole names
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the one-line error below says it
     if not any(_tcp_open(hostport) for hostport in s.kafka_bootstrap.split(",")):
@@ -339,7 +343,7 @@ def worker() -> None:
     from streams.worker import run_worker
 
     s = settings_or_exit()
-    ensure_topics(s)  # idempotent; includes the tables' changelogs, which Faust would create too late
+    ensure_topics(s)  # idempotent: every topic, the state changelogs included
     try:
         app_ = create_app(s, pipeline_registrars())
     except FcmCredentialsMissing as exc:

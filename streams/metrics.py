@@ -46,6 +46,13 @@ class Metrics:
         self.assigned = Gauge("geopush_assigned_partitions", "Partitions this worker owns, per topic.",
                               ["group", "topic"], registry=r)  # fmt: skip
 
+        self.owned: dict[tuple[str, str], int] = {}
+
+    def set_assigned(self, group: str, topic: str, partitions: int) -> None:
+        """How many partitions of ``topic`` this worker's ``group`` consumer owns (also for /readyz)."""
+        self.owned[(group, topic)] = partitions
+        self.assigned.labels(group=group, topic=topic).set(partitions)
+
     def set_catalog(self, version: str, fences: int) -> None:
         self.catalog_info.clear()
         self.catalog_info.labels(version=version).set(1)

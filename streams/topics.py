@@ -50,14 +50,22 @@ def state_ttl_ms(settings: Settings) -> int:
     return int(settings.state_ttl_days * 86400 * 1000)
 
 
+def presence_changelog(settings: Settings) -> str:
+    """Device state (key device id), co-partitioned with pings; idle devices expire from it."""
+    return f"{settings.app_id}-presence-changelog"
+
+
+def budget_changelog(settings: Settings) -> str:
+    """Budget spent per campaign (key campaign id), co-partitioned with the outbox."""
+    return f"{settings.app_id}-budget-changelog"
+
+
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
-    """The tables' changelog topics, created up front: Faust creates them lazily at start, and an
-    agent that checks its table before the broker has them crashes (PartitionsMismatch)."""
+    """The steps' state topics (the ``devices`` topic is its own changelog)."""
     n = settings.topic_partitions
     return [
-        TopicSpec(f"{settings.app_id}-presence-changelog", n, compacted=True, retention_ms=state_ttl_ms(settings)),
-        TopicSpec(f"{settings.app_id}-devices-changelog", n, compacted=True),
-        TopicSpec(f"{settings.app_id}-budget-changelog", n, compacted=True),
+        TopicSpec(presence_changelog(settings), n, compacted=True, retention_ms=state_ttl_ms(settings)),
+        TopicSpec(budget_changelog(settings), n, compacted=True),
     ]
 
 

@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -20,10 +20,10 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from streams.groups import decide_group, worker_groups
 from streams.lag import PartitionLag, group_lag
 from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
-from streams.topics import outbox_topic
 
 log = logging.getLogger("geopush.web")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -41,6 +41,7 @@ class LagWatch:
     ok_at: float | None = None
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     _admin: Any = None
+    started_at: float = field(default_factory=time.time)  # counters count from here
 
     def read(self) -> list[PartitionLag]:
         """Blocking: one admin round trip per group (run in a thread)."""
@@ -118,27 +119,12 @@ def authorized(settings: Settings, request: Request) -> bool:
 def register_web(app: faust.App, settings: Settings) -> None:
     """Pages and the lag/history timers of one worker."""
     metrics = metrics_of(app)
-    groups = {
-        settings.app_id: {settings.topic_pings, settings.topic_devices, outbox_topic(settings)},
-        f"{settings.app_id}-delivery": {settings.topic_notifications},
-    }
-    if not settings.deliver:
-        groups.pop(f"{settings.app_id}-delivery")
-    watch = LagWatch(settings, metrics, groups)
+    watch = LagWatch(settings, metrics, worker_groups(settings))
     page_html = resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
-
-    shown: set[str] = set()  # topics of the worker group's geopush_assigned_partitions series
 
     @app.timer(settings.lag_refresh_s)
     async def refresh_lag() -> None:
         await watch.refresh()
-        owned = Counter(tp.topic for tp in app.consumer.assignment())
-        for topic in shown - set(owned):  # only this group's series: the delivery step sets its own
-            metrics.assigned.remove(settings.app_id, topic)
-        for topic, n in owned.items():
-            metrics.assigned.labels(group=settings.app_id, topic=topic).set(n)
-        shown.clear()
-        shown.update(owned)
 
     @app.timer(settings.dashboard_sample_s)
     async def sample_dashboard() -> None:
@@ -156,7 +142,7 @@ def register_web(app: faust.App, settings: Settings) -> None:
     async def readyz(self: View, request: Request) -> Response:
         checks = {
             "catalog_loaded": bool(_by_labels(_collect(metrics), "geopush_catalog_info", "version")),
-            "partitions_assigned": bool(app.consumer.assignment()),
+            "partitions_assigned": metrics.owned.get((decide_group(settings), settings.topic_pings), 0) > 0,
             "broker_reachable": watch.broker_ok(),
         }
         ready = all(checks.values())
@@ -174,7 +160,7 @@ def register_web(app: faust.App, settings: Settings) -> None:
             return self.json({"error": _DENIED}, status=401)
         if not watch.history:
             watch.sample()
-        return self.json({"app_id": settings.app_id, "samples": list(watch.history)})
+        return self.json({"app_id": settings.app_id, "started_at": watch.started_at, "samples": list(watch.history)})
 
 
 _DENIED = "the dashboard needs the bearer token in GEOPUSH_WEB_TOKEN when the worker is not bound to loopback"

@@ -1,85 +1,73 @@
-"""The decision stream in Faust: pings -> (DLQ | engine) -> decisions, outbox -> budget -> notifications.
+"""The decision step: pings -> (dead letters | engine) -> decisions + outbox candidates.
 
-Thin by design: parsing, gates, presence, campaigns and caps are ``decisions.*``. Pings are
-taken in batches (one vectorised match per batch); every table read/write and every output is
-attached to the event of its own device, so state and sends land in the right partition
-(and, with exactly-once, in that partition's transaction).
+A plain aiokafka consumer (group ``{app_id}-decide``, manual commits) inside the worker, batch
+first: each poll is split by partition, parsed, matched in one vectorised call and decided by
+``decisions.engine`` (the same code as ``geopush replay``). Per-device state lives in a local
+store per partition (RocksDB), backed by a compacted changelog topic.
+
+The order of effects is what makes it safe: outputs (decisions, candidates, dead letters) are
+acknowledged by the broker first, then the state changes that say they happened (changelog,
+then the local store), then the pings' offsets are committed. A crash anywhere repeats work
+(a decision may appear twice; a candidate's notification id is stable and the budget step
+never sends it twice) but never loses a ping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
 import orjson
-from faust.streams import _current_event
+from aiokafka import ConsumerRebalanceListener
 
-from decisions.engine import Candidate, Engine, apply_budget
+from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PingRejected, PresenceCheck, parse_record, presence_check_bytes
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
-from geofences.load import Catalog, load_catalog
-from streams.catalog_feed import CatalogFeed
-from streams.emitted import EmittedIds
-from streams.metrics import Metrics, metrics_of
+from geofences.load import Catalog
+from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
+from streams.groups import decide_group
+from streams.metrics import Metrics
+from streams.produce import next_offset, producer_kwargs, send_records
+from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
-from streams.topics import outbox_topic, state_ttl_ms
+from streams.topics import outbox_topic, presence_changelog
 
 log = logging.getLogger("geopush.decide")
-BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.05
+BATCH_MAX = 5000  # records per poll
+POLL_MS = 50
 
 
-def use_event(event: faust.EventT) -> None:
-    """Make ``event`` the current event of this task, so table writes and sends go to its
-    partition. Only the context variable is set: ``Stream.current_event`` belongs to the
-    stream's own reader, which fills the next batch concurrently (setting it loses events)."""
-    _current_event.set(weakref.ref(event))
+class StoreStates:
+    """The engine's view of one partition's device state: reads through, writes kept until flushed."""
 
-
-class TableStates:
-    """Device state in a Faust table; each access switches to that device's event."""
-
-    def __init__(self, table: Any, events: dict[str, faust.EventT]) -> None:
-        self.table, self.events = table, events
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
         self.dirty: dict[str, DeviceState] = {}
 
     def get(self, device_id: str) -> DeviceState | None:
         if device_id in self.dirty:
             return self.dirty[device_id]
-        use_event(self.events[device_id])
-        raw = self.table.get(device_id)
+        raw = self.store.state(device_id)
         return DeviceState.loads(raw) if raw is not None else None
 
     def put(self, device_id: str, state: DeviceState) -> None:
         self.dirty[device_id] = state
 
-    def flush(self) -> None:
-        for device_id, state in self.dirty.items():
-            use_event(self.events[device_id])
-            self.table[device_id] = state.dumps()
 
+class StoreDevices:
+    """The engine's view of one partition's device records."""
 
-class TableDevices:
-    def __init__(self, table: Any, events: dict[str, faust.EventT]) -> None:
-        self.table, self.events = table, events
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
 
     def get(self, device_id: str) -> Device | None:
-        use_event(self.events[device_id])
-        raw = self.table.get(device_id)
+        raw = self.store.device(device_id)
         return Device.loads(raw) if raw is not None else None
-
-
-def dead_letter(event: faust.EventT, reason: str, detail: str) -> DeadLetter:
-    msg = event.message
-    key = msg.key if isinstance(msg.key, bytes) else None
-    return DeadLetter.of(msg.value, key, reason, detail, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
 
 
 def engine_for(catalog: Catalog, settings: Settings) -> Engine:
@@ -95,7 +83,7 @@ class LiveEngine:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.on_swap: Callable[[Catalog], None] | None = None
+        self.on_swap: list[Any] = []
 
     def swap(self, catalog: Catalog) -> None:
         new = engine_for(catalog, self.settings)
@@ -105,189 +93,280 @@ class LiveEngine:
             "catalog %s applied (was %s): %d stores, %d campaigns, %d index cells",
             catalog.version, old, len(catalog.stores), len(catalog.campaigns), new.index.cell_count(),
         )  # fmt: skip
-        if self.on_swap is not None:
-            self.on_swap(catalog)
+        for listener in self.on_swap:
+            listener(catalog)
 
 
-def register_decide(app: faust.App, settings: Settings) -> None:
-    """Topics, tables and agents of the decision stream, with the catalog loaded from settings."""
-    catalog = load_catalog([settings.catalog_path])
-    live = LiveEngine(engine_for(catalog, settings), settings)
-    n = settings.topic_partitions
+class DecideLoop:
+    """Consumes pings in batches; owns the device state of the partitions it is assigned."""
 
-    def raw_topic(name: str, internal: bool = False) -> Any:
-        return app.topic(name, partitions=n, internal=internal, key_serializer="raw", value_serializer="raw")
+    def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics, counts: Counter[str]) -> None:
+        self.settings = settings
+        self.live = live
+        self.metrics = metrics
+        self.counts = counts
+        self.stores: dict[int, PartitionStore] = {}
+        self.open_visits: dict[int, set[str]] = {}  # devices inside a fence, for the silence sweep
+        self.lock = asyncio.Lock()
+        self.producer: Any = None
+        self.devices_consumer: Any = None
+        self.started = asyncio.Event()
 
-    pings = raw_topic(settings.topic_pings)
-    dlq = raw_topic(settings.topic_pings_dlq)
-    devices_topic = raw_topic(settings.topic_devices)
-    decisions = raw_topic(settings.topic_decisions)
-    notifications = raw_topic(settings.topic_notifications)
-    outbox = raw_topic(outbox_topic(settings), internal=True)
-    # idle devices also expire from the changelog, so recovery never brings them back
-    ttl_ms = state_ttl_ms(settings)
-    presence = app.Table(
-        "presence", partitions=n, key_type=str, value_type=bytes,
-        extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)},
-    )  # fmt: skip
-    device_book = app.Table("devices", partitions=n, key_type=str, value_type=bytes)
-    budget_used = app.Table("budget", partitions=n, default=int, key_type=str, value_type=int)
-    counts: Counter[str] = Counter()
-    metrics = metrics_of(app)
-    metrics.set_catalog(catalog.version, len(catalog.fences))
-    live.on_swap = lambda cat: metrics.set_catalog(cat.version, len(cat.fences))
-    log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.errors import CommitFailedError
 
-    def failed(version: str) -> None:
-        counts["catalog_failures"] += 1
-        metrics.catalog_failures.inc()
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            group_id=decide_group(s), enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=BATCH_MAX, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
+        )  # fmt: skip
+        self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
+        self.devices_consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **s.aiokafka_kwargs()
+        )
+        consumer.subscribe([s.topic_pings], listener=_Rebalance(self))
+        await self.producer.start()
+        await self.devices_consumer.start()
+        await consumer.start()
+        self.started.set()
+        log.info("decide started: group %s, %s -> %s", decide_group(s), s.topic_pings, s.topic_decisions)
+        try:
+            while True:
+                records = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_MAX)
+                async with self.lock:
+                    await self.follow_devices()
+                    # a rebalance may have taken a partition between the poll and the lock: its
+                    # records are left (not committed) for the new owner
+                    records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.stores}
+                    if not records:
+                        continue
+                    await self.handle(records)
+                    try:
+                        await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
+                    except CommitFailedError as exc:  # the group moved on; the new owner redoes them
+                        self.counts["commit_failed"] += 1
+                        log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
+        finally:
+            await consumer.stop()
+            await self.devices_consumer.stop()
+            await self.producer.stop()
+            for store in self.stores.values():
+                store.close()
 
-    feed = CatalogFeed(settings, lambda: live.engine.version, live.swap, failed)
-
-    @app.task
-    async def follow_catalog() -> None:
-        await feed.run()
-
-    @app.agent(pings)
-    async def pings_agent(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await decide_batch(events)
-
-    async def decide_batch(events: Sequence[faust.EventT]) -> None:
-        parsed: dict[int, list[Ping | PresenceCheck]] = {}
-        by_device: dict[str, faust.EventT] = {}
-        for event in events:
-            try:
-                ping = parse_record(event.message.value, event.message.key)
-            except PingRejected as exc:
-                counts[f"invalid:{exc.reason}"] += 1
-                metrics.invalid.labels(reason=exc.reason).inc()
-                use_event(event)
-                letter = dead_letter(event, exc.reason, exc.detail).dumps()
-                await (await dlq.send(key=event.message.key, value=letter, force=True))
-                continue
-            parsed.setdefault(event.message.partition, []).append(ping)
-            by_device[ping.device_id] = event
-        counts["pings"] += len(events)
-        metrics.pings.inc(len(events))
-        states = TableStates(presence, by_device)
-        devices = TableDevices(device_book, by_device)
-        found: list[Decision] = []
-        candidates: list[Candidate] = []
-        gated: list[tuple[Ping, str]] = []
-        engine = live.engine  # one catalog per batch; a swap takes effect at the next batch
+    async def handle(self, records: dict[Any, list[Any]]) -> None:
+        """Decide one poll, write outputs, then state; return once all are acknowledged."""
+        s, producer = self.settings, self.producer
+        engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
+        acks: list[Any] = []
+        dirty: dict[int, dict[str, DeviceState]] = {}
         matched_before = engine.matched_pings
-        for partition, batch in parsed.items():
-            part_decisions, part_candidates, part_gated = engine.decide(batch, states, devices, partition)
-            found.extend(part_decisions)
-            candidates.extend(part_candidates)
-            gated.extend(part_gated)
-        metrics.matched.inc(engine.matched_pings - matched_before)
-        for _, reason in gated:
-            counts[f"gated:{reason}"] += 1
-            metrics.gated.labels(reason=reason).inc()
-        observe_decisions(metrics, found)
-        # outputs first, acknowledged by the broker, then the state that says they happened:
-        # a crash in between repeats a decision (at-least-once) but never loses one
-        acks = []
-        for d in found:
-            counts[f"decision:{d.outcome}:{d.reason}"] += 1
-            acks.append(await decisions.send(key=d.device_id.encode(), value=d.dumps(), force=True))
-        for c in candidates:
-            key = (c.decision.campaign_id or "").encode()
-            acks.append(await outbox.send(key=key, value=candidate_bytes(c), force=True))
+        for tp, msgs in records.items():
+            p = tp.partition
+            batch: list[Ping | PresenceCheck] = []
+            for m in msgs:
+                try:
+                    batch.append(parse_record(m.value, m.key))
+                except PingRejected as exc:
+                    self.counts[f"invalid:{exc.reason}"] += 1
+                    self.metrics.invalid.labels(reason=exc.reason).inc()
+                    letter = DeadLetter.of(
+                        m.value, m.key, exc.reason, exc.detail, m.topic, m.partition, m.offset, datetime.now(UTC)
+                    )
+                    acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
+            self.counts["pings"] += len(msgs)
+            self.metrics.pings.inc(len(msgs))
+            states = StoreStates(self.stores[p])
+            found, candidates, gated = engine.decide(batch, states, StoreDevices(self.stores[p]), p)
+            dirty[p] = states.dirty
+            for _, reason in gated:
+                self.counts[f"gated:{reason}"] += 1
+                self.metrics.gated.labels(reason=reason).inc()
+            observe_decisions(self.metrics, found)
+            for d in found:
+                self.counts[f"decision:{d.outcome}:{d.reason}"] += 1
+            sent = await send_records(
+                producer, s.topic_decisions, p, ((d.device_id.encode(), d.dumps()) for d in found)
+            )
+            acks.extend(x.future for x in sent)
+            for c in candidates:
+                key = (c.decision.campaign_id or "").encode()
+                acks.append(await producer.send(outbox_topic(s), key=key, value=candidate_bytes(c)))
+        self.metrics.matched.inc(engine.matched_pings - matched_before)
         await asyncio.gather(*acks)
-        states.flush()
+        await self.write_states(dirty)
 
-    @app.agent(devices_topic)
-    async def devices_agent(stream: faust.StreamT) -> None:
-        """Keep each device record in the co-partitioned table; a tombstone deletes it."""
-        async for event in stream.events():
-            key = event.key.decode() if isinstance(event.key, bytes) else None
-            if key is None:
+    async def write_states(self, dirty: dict[int, dict[str, DeviceState]]) -> None:
+        """Changelog first (acknowledged), then the local store with the offset it now reflects."""
+        changelog = presence_changelog(self.settings)
+        pending = []
+        for p, states in dirty.items():
+            if not states:
                 continue
-            if event.value is None:
-                device_book.pop(key, None)
+            changes: list[tuple[str, bytes | None]] = [(k, v.dumps()) for k, v in states.items()]
+            sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in changes))
+            pending.append((p, changes, sent))
+            visits = self.open_visits.setdefault(p, set())
+            for k, v in states.items():
+                if v.visits:
+                    visits.add(k)
+                else:
+                    visits.discard(k)
+        for p, changes, sent in pending:
+            self.stores[p].write_states(changes, await next_offset(sent))
+
+    # ------------------------------------------------------------------ device records
+    async def follow_devices(self) -> None:
+        """Apply the device records that arrived since the last poll (a tombstone deletes)."""
+        if not self.devices_consumer.assignment():
+            return
+        batch = await self.devices_consumer.getmany(timeout_ms=0)
+        for tp, msgs in batch.items():
+            if tp.partition in self.stores:
+                self.apply_devices(tp.partition, msgs)
+
+    def apply_devices(self, p: int, msgs: Sequence[Any]) -> None:
+        changes: list[tuple[str, bytes | None]] = []
+        for m in msgs:
+            if m.key is None:
                 continue
-            try:
-                Device.loads(event.value)
-            except ValueError as exc:
-                log.warning("bad device record at %s/%s: %s", event.message.partition, event.message.offset, exc)
-                continue
-            device_book[key] = event.value
+            if m.value is not None:
+                try:
+                    Device.loads(m.value)
+                except ValueError as exc:
+                    self.counts["bad_device_records"] += 1
+                    log.warning("bad device record at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+                    continue
+            changes.append((m.key.decode(errors="replace"), m.value))
+        self.stores[p].write_devices(changes, msgs[-1].offset + 1)
 
-    emitted = EmittedIds(settings.kafka_bootstrap, settings.topic_notifications)
+    # ------------------------------------------------------------------ rebalance
+    async def assign(self, parts: set[int]) -> None:
+        """Open the new partitions' stores and bring them up to date before any ping is decided."""
+        async with self.lock:
+            await self._assign(parts)
 
-    @app.on_partitions_revoked.connect
-    async def forget_emitted(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked = args[0] if args else kwargs.get("revoked", set())
-        emitted.forget({tp.partition for tp in revoked if tp.topic == outbox.get_topic_name()})
+    async def _assign(self, parts: set[int]) -> None:
+        s = self.settings
+        new = sorted(parts - set(self.stores))
+        for p in new:
+            path = None if s.store == "memory" else s.data_dir / "state" / s.app_id / f"presence-{p}"
+            self.stores[p] = PartitionStore(path)
+        changelog = presence_changelog(s)
+        ends = await end_offsets(s, changelog, set(new))
+        for p in new:
+            if self.stores[p].next_offset(CHANGELOG_NEXT) > ends[p]:
+                log.warning("local state of partition %d is ahead of %s (topic recreated?): rebuilt", p, changelog)
+                self.stores[p].reset()
+        restored = 0
+        async for p, msgs in read_to_end(s, changelog, {p: self.stores[p].next_offset(CHANGELOG_NEXT) for p in new}):
+            self.stores[p].write_states(((m.key.decode(), m.value) for m in msgs), msgs[-1].offset + 1)
+            restored += len(msgs)
+        async for p, msgs in read_to_end(
+            s, s.topic_devices, {p: self.stores[p].next_offset(DEVICES_NEXT) for p in new}
+        ):
+            self.apply_devices(p, msgs)
+        for p in new:
+            self.open_visits[p] = {d for d, raw in self.stores[p].states() if DeviceState.loads(raw).visits}
+        self.follow_devices_of(set(self.stores))
+        self.metrics.set_assigned(decide_group(s), s.topic_pings, len(self.stores))
+        log.info("decide partitions assigned: %s (restored %d state records)", sorted(parts), restored)
 
-    @app.on_partitions_assigned.connect
-    async def preload_emitted(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = args[0] if args else kwargs.get("assigned", set())
-        await emitted.preload({tp.partition for tp in assigned if tp.topic == outbox.get_topic_name()})
+    async def revoke(self, parts: set[int]) -> None:
+        async with self.lock:
+            for p in parts:
+                store = self.stores.pop(p, None)
+                if store is not None:
+                    store.close()
+                self.open_visits.pop(p, None)
+            self.follow_devices_of(set(self.stores))
+            self.metrics.set_assigned(decide_group(self.settings), self.settings.topic_pings, len(self.stores))
 
-    @app.agent(outbox)
-    async def budget_agent(stream: faust.StreamT) -> None:
-        """The campaign-keyed step: spend the campaign's budget, or suppress with ``budget``.
+    def follow_devices_of(self, parts: set[int]) -> None:
+        from aiokafka import TopicPartition
 
-        Idempotent: a candidate whose notification id is already on ``notifications`` (this
-        partition's) is not sent again, so reprocessing after a crash never sends an id twice.
-        Its decision is written again, though: a worker killed after the notification reached
-        the broker but before the decision did (different topics, different batches) would
-        otherwise lose that decision. Decisions are at-least-once; notifications exactly once.
+        tps = [TopicPartition(self.settings.topic_devices, p) for p in sorted(parts)]
+        self.devices_consumer.assign(tps)
+        for tp in tps:
+            self.devices_consumer.seek(tp, self.stores[tp.partition].next_offset(DEVICES_NEXT))
 
-        The budget is counted before the sends, so a crash in between can only under-spend a
-        campaign (by the records in flight), never overspend it."""
-        async for event in stream.events():
-            partition = event.message.partition
-            cand = candidate_loads(event.value)
-            nid = cand.notification.notification_id.encode()
-            if await emitted.seen(partition, nid):
-                counts["duplicate_candidates"] += 1
-                decision = cand.decision
-                await (await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True))
-                continue
-            campaign = cand.decision.campaign_id or ""
-            decision, spend = apply_budget(cand, budget_used[campaign])
-            if spend:
-                budget_used[campaign] += 1
-            counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
-            observe_decisions(metrics, [decision], transitions=False)
-            acks = [await decisions.send(key=decision.device_id.encode(), value=decision.dumps(), force=True)]
-            if spend:
-                acks.append(
-                    await notifications.send(key=nid, value=cand.notification.dumps(), partition=partition, force=True)
-                )
-                emitted.add(partition, nid)
-            await asyncio.gather(*acks)
-
-    @app.timer(settings.presence_sweep_s)
-    async def sweep_silent_devices() -> None:
+    # ------------------------------------------------------------------ silence and expiry
+    async def sweep(self) -> int:
         """Ask the stream to end the visits of devices that went silent inside a fence.
 
-        The check goes through the pings topic under the device's key, so it is decided in
-        order with the device's own pings, in its partition, by the same code as replay."""
-        engine = live.engine
-        if not engine.stream_ms:
-            return
+        The check goes through the pings topic under the device's key, in its partition, so
+        it is decided in order with the device's own pings by the same code as replay."""
+        engine = self.live.engine
+        if not engine.stream_ms or self.producer is None:
+            return 0
         now = max(engine.stream_ms.values())
-        checks = 0
-        items = list(presence.items())
-        metrics.table_keys.labels(table="presence").set(len(items))
-        metrics.table_keys.labels(table="devices").set(sum(1 for _ in device_book))
-        for device_id, raw in items:
-            if engine.silent_visits(DeviceState.loads(raw), now):
-                await pings.send(key=device_id.encode(), value=presence_check_bytes(device_id, now), force=True)
-                checks += 1
-        if checks:
-            counts["presence_checks"] += checks
+        async with self.lock:
+            due = [
+                (p, d) for p, ids in self.open_visits.items() for d in ids
+                if (raw := self.stores[p].state(d)) is not None and engine.silent_visits(DeviceState.loads(raw), now)
+            ]  # fmt: skip
+        pings = self.settings.topic_pings
+        acks = [
+            await self.producer.send(pings, key=d.encode(), value=presence_check_bytes(d, now), partition=p)
+            for p, d in due
+        ]
+        await asyncio.gather(*acks)
+        if due:
+            self.counts["presence_checks"] += len(due)
+        return len(due)
 
-    @app.timer(30.0)
-    async def report() -> None:
-        if counts:
-            log.info("counts %s", dict(sorted(counts.items())))
+    async def expire(self) -> int:
+        """Delete idle devices' state (past the engine's TTL against the partition's stream time),
+        locally and with a tombstone on the changelog. Reads without the lock, a slice at a time."""
+        engine = self.live.engine
+        gone: dict[int, list[str]] = {}
+        keys = 0
+        for p in list(self.stores):
+            now = engine.stream_ms.get(p)
+            store = self.stores.get(p)
+            if now is None or store is None:
+                continue
+            for i, (device_id, raw) in enumerate(store.states()):
+                keys += 1
+                if now - orjson.loads(raw)[0] > engine.ttl_ms:
+                    gone.setdefault(p, []).append(device_id)
+                if i % 10_000 == 9_999:
+                    await asyncio.sleep(0)
+                    if self.stores.get(p) is not store:
+                        break
+        self.metrics.table_keys.labels(table="presence").set(keys)
+        deleted = 0
+        async with self.lock:
+            for p, ids in gone.items():
+                if p not in self.stores:
+                    continue
+                now = engine.stream_ms[p]
+                ids = [
+                    d for d in ids if (cur := self.stores[p].state(d)) and now - orjson.loads(cur)[0] > engine.ttl_ms
+                ]
+                tombstones = ((d.encode(), None) for d in ids)
+                sent = await send_records(self.producer, presence_changelog(self.settings), p, tombstones)
+                self.stores[p].write_states(((d, None) for d in ids), await next_offset(sent))
+                self.open_visits.get(p, set()).difference_update(ids)
+                deleted += len(ids)
+        if deleted:
+            self.counts["expired_states"] += deleted
+        return deleted
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
+    """aiokafka rebalance listener: restore on assignment; let a running poll finish before revoking."""
+
+    def __init__(self, loop: DecideLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.loop.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.loop.assign({tp.partition for tp in assigned})
 
 
 def observe_decisions(metrics: Metrics, found: Sequence[Decision], transitions: bool = True) -> None:
@@ -322,3 +401,52 @@ def candidate_loads(raw: bytes) -> Candidate:
     return Candidate(
         Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"]
     )
+
+
+EXPIRE_EVERY_S = 900.0
+
+
+def register_decide(app: Any, settings: Settings) -> DecideLoop:
+    """The decision step inside the worker, with the catalog loaded from settings and followed
+    on the catalog topic (hot apply), the silence sweep and the idle-state expiry."""
+    from geofences.load import load_catalog
+    from streams.catalog_feed import CatalogFeed
+    from streams.metrics import metrics_of
+
+    catalog = load_catalog([settings.catalog_path])
+    live = LiveEngine(engine_for(catalog, settings), settings)
+    metrics = metrics_of(app)
+    counts: Counter[str] = Counter()
+    metrics.set_catalog(catalog.version, len(catalog.fences))
+    live.on_swap.append(lambda cat: metrics.set_catalog(cat.version, len(cat.fences)))
+    log.info("catalog %s: %d stores, %d campaigns", catalog.version, len(catalog.stores), len(catalog.campaigns))
+    loop = DecideLoop(settings, live, metrics, counts)
+
+    def failed(version: str) -> None:
+        counts["catalog_failures"] += 1
+        metrics.catalog_failures.inc()
+
+    feed = CatalogFeed(settings, lambda: live.engine.version, live.swap, failed)
+
+    @app.task
+    async def follow_catalog() -> None:
+        await feed.run()
+
+    @app.task
+    async def decide() -> None:
+        await loop.run()
+
+    @app.timer(settings.presence_sweep_s)
+    async def sweep_silent_devices() -> None:
+        await loop.sweep()
+
+    @app.timer(EXPIRE_EVERY_S)
+    async def expire_idle_devices() -> None:
+        await loop.expire()
+
+    @app.timer(30.0)
+    async def report() -> None:
+        if counts:
+            log.info("counts %s", dict(sorted(counts.items())))
+
+    return loop

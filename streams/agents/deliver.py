@@ -29,14 +29,11 @@ from delivery.outgoing import outgoing_for
 from delivery.policy import Backoff
 from delivery.rate import TokenBucket, fair_share
 from streams.emitted import EmittedIds
+from streams.groups import delivery_group
 from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
 
 log = logging.getLogger("geopush.deliver")
-
-
-def delivery_group(settings: Settings) -> str:
-    return f"{settings.app_id}-delivery"
 
 
 def now_utc() -> datetime:
@@ -169,17 +166,17 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
             gone = {tp.partition for tp in revoked}
             self.loop.done.forget(gone)
             self.loop.assigned -= gone
-            self.loop.metrics.assigned.labels(
-                group=delivery_group(self.loop.settings), topic=self.loop.settings.topic_notifications
-            ).set(len(self.loop.assigned))
+            self.loop.metrics.set_assigned(
+                delivery_group(self.loop.settings), self.loop.settings.topic_notifications, len(self.loop.assigned)
+            )
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         parts = {tp.partition for tp in assigned}
         await self.loop.done.preload(parts)
         self.loop.assigned |= parts
-        self.loop.metrics.assigned.labels(
-            group=delivery_group(self.loop.settings), topic=self.loop.settings.topic_notifications
-        ).set(len(self.loop.assigned))
+        self.loop.metrics.set_assigned(
+            delivery_group(self.loop.settings), self.loop.settings.topic_notifications, len(self.loop.assigned)
+        )
         log.info("delivery partitions assigned: %s", sorted(parts))
 
 

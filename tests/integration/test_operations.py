@@ -16,6 +16,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from streams.groups import decide_group
 from streams.local_kafka import _die_with_parent, free_port
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -168,7 +169,7 @@ def prometheus_sees_every_partition(s: Settings, tmp_path: Path) -> None:
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
     )  # fmt: skip
     try:
-        query = f'geopush_consumer_lag{{group="{s.app_id}",topic="{s.topic_pings}"}}'
+        query = f'geopush_consumer_lag{{group="{decide_group(s)}",topic="{s.topic_pings}"}}'
 
         def partitions() -> set[str]:
             r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}).json()

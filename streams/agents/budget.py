@@ -1,0 +1,171 @@
+"""The budget step: outbox candidates -> final decisions + notifications, one campaign at a time.
+
+Candidates are keyed by campaign id, so every candidate of a campaign reaches one partition and
+one worker: the budget (a coupon run has N coupons) is counted in one place even when many
+partitions decide at once. A plain aiokafka consumer (group ``{app_id}-budget``, manual commits).
+
+Idempotent: before deciding in a partition, the worker reads that partition of
+``notifications`` back (:class:`streams.emitted.EmittedIds`); a candidate whose notification id
+is already there is not sent again, and its decision is written again (a crash between the
+notification's and the decision's writes would otherwise lose it). The budget spent is counted
+on a compacted changelog *before* the sends, so a crash can only under-spend a campaign.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import faust
+from aiokafka import ConsumerRebalanceListener
+
+from decisions.engine import Candidate, apply_budget
+from streams.agents.decide import candidate_loads, observe_decisions
+from streams.emitted import EmittedIds
+from streams.groups import budget_group
+from streams.metrics import Metrics, metrics_of
+from streams.produce import producer_kwargs, send_records
+from streams.restore import read_to_end
+from streams.settings import Settings
+from streams.topics import budget_changelog, outbox_topic
+
+log = logging.getLogger("geopush.budget")
+
+
+class BudgetLoop:
+    """Spends campaign budgets; owns the counts of the outbox partitions it is assigned."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, counts: Counter[str]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.counts = counts
+        self.used: dict[int, Counter[str]] = {}
+        self.emitted = EmittedIds(settings.kafka_bootstrap, settings.topic_notifications)
+        self.lock = asyncio.Lock()
+        self.producer: Any = None
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.errors import CommitFailedError
+
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            group_id=budget_group(s), enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=1000, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
+        )  # fmt: skip
+        self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
+        consumer.subscribe([outbox_topic(s)], listener=_Rebalance(self))
+        await self.producer.start()
+        await consumer.start()
+        log.info("budget started: group %s, %s -> %s", budget_group(s), outbox_topic(s), s.topic_notifications)
+        try:
+            while True:
+                records = await consumer.getmany(timeout_ms=200, max_records=1000)
+                async with self.lock:
+                    records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.used}
+                    if not records:
+                        continue
+                    await self.handle(records)
+                    try:
+                        await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
+                    except CommitFailedError as exc:
+                        self.counts["commit_failed"] += 1
+                        log.warning("commit of candidates failed (rebalance), they will be seen again: %s", exc)
+        finally:
+            await consumer.stop()
+            await self.producer.stop()
+
+    async def handle(self, records: dict[Any, list[Any]]) -> None:
+        s, producer = self.settings, self.producer
+        outputs: list[tuple[int, Candidate, bytes | None]] = []  # (partition, decision, notification id if sent)
+        spent: dict[int, set[str]] = {}
+        for tp, msgs in records.items():
+            p = tp.partition
+            used = self.used[p]
+            for m in msgs:
+                try:
+                    cand = candidate_loads(m.value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.counts["bad_candidates"] += 1
+                    log.error("unreadable candidate at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+                    continue
+                nid: bytes = cand.notification.notification_id.encode()
+                if await self.emitted.seen(p, nid):
+                    self.counts["duplicate_candidates"] += 1
+                    outputs.append((p, cand, None))  # its decision again; never its notification
+                    continue
+                campaign = cand.decision.campaign_id or ""
+                decision, spend = apply_budget(cand, used[campaign])
+                if spend:
+                    used[campaign] += 1
+                    spent.setdefault(p, set()).add(campaign)
+                    self.emitted.add(p, nid)
+                self.counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
+                observe_decisions(self.metrics, [decision], transitions=False)
+                outputs.append((p, replace(cand, decision=decision), nid if spend else None))
+        # 1. the budget spent, acknowledged: a crash after this can only under-spend
+        acks: list[Any] = []
+        for p, campaigns in spent.items():
+            counts = ((c.encode(), str(self.used[p][c]).encode()) for c in sorted(campaigns))
+            acks.extend(x.future for x in await send_records(producer, budget_changelog(s), p, counts))
+        await asyncio.gather(*acks)
+        # 2. decisions and notifications
+        acks = []
+        for p, cand, sent_id in outputs:
+            d = cand.decision
+            acks.append(await producer.send(s.topic_decisions, key=d.device_id.encode(), value=d.dumps()))
+            if sent_id is not None:
+                acks.append(await producer.send(s.topic_notifications, key=sent_id, value=cand.notification.dumps(),
+                                                partition=p))  # fmt: skip
+        await asyncio.gather(*acks)
+
+    async def assign(self, parts: set[int]) -> None:
+        """Read back the partitions' notification ids and budget counts before any candidate."""
+        async with self.lock:
+            new = parts - set(self.used)
+            await self.emitted.preload(new)
+            counts: dict[int, Counter[str]] = {p: Counter() for p in new}
+            async for p, msgs in read_to_end(self.settings, budget_changelog(self.settings), dict.fromkeys(new, 0)):
+                for m in msgs:
+                    if m.key is not None and m.value is not None:
+                        counts[p][m.key.decode()] = int(m.value)
+            self.used.update(counts)
+            self.metrics.set_assigned(budget_group(self.settings), outbox_topic(self.settings), len(self.used))
+            log.info("budget partitions assigned: %s", sorted(parts))
+
+    async def revoke(self, parts: set[int]) -> None:
+        async with self.lock:
+            for p in parts:
+                self.used.pop(p, None)
+            self.emitted.forget(parts)
+            self.metrics.set_assigned(budget_group(self.settings), outbox_topic(self.settings), len(self.used))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
+    def __init__(self, loop: BudgetLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.loop.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.loop.assign({tp.partition for tp in assigned})
+
+
+def register_budget(app: faust.App, settings: Settings) -> None:
+    """Run the budget step inside the worker."""
+    counts: Counter[str] = Counter()
+    loop = BudgetLoop(settings, metrics_of(app), counts)
+
+    @app.task
+    async def budget() -> None:
+        await loop.run()
+
+    @app.timer(30.0)
+    async def report_budget() -> None:
+        if counts:
+            log.info("budget counts %s", dict(sorted(counts.items())))

@@ -1,0 +1,113 @@
+"""One partition's device state and device records, on local disk (RocksDB) or in memory.
+
+The changelog topic is the truth and the local store a cache of it: every write carries the
+changelog offset it reflects, in the same atomic batch, so after a restart (or when the
+partition comes back) only the changelog's tail is read. The device records are a copy of the
+compacted ``devices`` topic kept the same way, with the ``devices`` offset they reflect.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+STATE = b"s"  # + device id -> DeviceState bytes
+DEVICE = b"d"  # + device id -> Device record bytes
+CHANGELOG_NEXT = b"~changelog"  # next changelog offset to read
+DEVICES_NEXT = b"~devices"  # next devices-topic offset to read
+
+
+class PartitionStore:
+    """Key-value store of one partition; ``path`` None keeps it in memory (tests, ``store=memory``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.db: Any = self._open()
+
+    def _open(self) -> Any:
+        if self.path is None:
+            return {}
+        from rocksdict import Options, Rdict
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        return Rdict(str(self.path), options=Options(raw_mode=True))
+
+    # ---------------------------------------------------------------- reads
+    def state(self, device_id: str) -> bytes | None:
+        raw: bytes | None = self.db.get(STATE + device_id.encode())
+        return raw
+
+    def device(self, device_id: str) -> bytes | None:
+        raw: bytes | None = self.db.get(DEVICE + device_id.encode())
+        return raw
+
+    def next_offset(self, which: bytes) -> int:
+        raw = self.db.get(which)
+        return int(raw) if raw is not None else 0
+
+    def states(self) -> Iterator[tuple[str, bytes]]:
+        """Every (device id, state) of the partition, in key order."""
+        for key, value in self._prefixed(STATE):
+            yield key[1:].decode(), value
+
+    def count(self, prefix: bytes) -> int:
+        return sum(1 for _ in self._prefixed(prefix))
+
+    # ---------------------------------------------------------------- writes
+    def write_states(self, changes: Iterable[tuple[str, bytes | None]], changelog_next: int | None) -> None:
+        """Apply state changes (None deletes) and record the changelog offset they reflect, atomically."""
+        self._write(((STATE + k.encode(), v) for k, v in changes), CHANGELOG_NEXT, changelog_next)
+
+    def write_devices(self, changes: Iterable[tuple[str, bytes | None]], devices_next: int) -> None:
+        """Apply device records (None deletes) read from ``devices`` up to ``devices_next``, atomically."""
+        self._write(((DEVICE + k.encode(), v) for k, v in changes), DEVICES_NEXT, devices_next)
+
+    def reset(self) -> None:
+        """Forget everything (the changelog was recreated or truncated below our offset)."""
+        self.close()
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.db = self._open()
+
+    def close(self) -> None:
+        if self.path is not None and self.db is not None:
+            self.db.close()
+
+    # ---------------------------------------------------------------- internals
+    def _write(self, puts: Iterable[tuple[bytes, bytes | None]], mark: bytes, offset: int | None) -> None:
+        if self.path is None:
+            for k, v in puts:
+                if v is None:
+                    self.db.pop(k, None)
+                else:
+                    self.db[k] = v
+            if offset is not None:
+                self.db[mark] = str(offset).encode()
+            return
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for k, v in puts:
+            if v is None:
+                batch.delete(k)
+            else:
+                batch.put(k, v)
+        if offset is not None:
+            batch.put(mark, str(offset).encode())
+        self.db.write(batch)
+
+    def _prefixed(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if self.path is None:
+            for k in sorted(k for k in self.db if k.startswith(prefix)):
+                yield k, self.db[k]
+            return
+        it = self.db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            yield key, it.value()
+            it.next()

@@ -1,0 +1,54 @@
+"""Writing many records to one partition cheaply: aiokafka record batches instead of one ``send`` each.
+
+A per-record ``send`` costs tens of microseconds of Python; appending to a batch builder costs
+about one. The hot path (decisions, state changelog) writes this way, partition by partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+BATCH_BYTES = 512 * 1024  # well under the broker's default message.max.bytes (1 MiB)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One batch on its way: resolves to the metadata of its first record."""
+
+    future: asyncio.Future[Any]
+    count: int
+
+
+async def send_records(
+    producer: Any, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> list[Sent]:
+    """Queue ``(key, value)`` records for ``topic[partition]`` in order; return the batches sent."""
+    futures: list[Sent] = []
+    batch = producer.create_batch()
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            n = batch.record_count()
+            futures.append(Sent(await producer.send_batch(batch, topic, partition=partition), n))
+            batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit a batch for {topic}[{partition}]")
+    if n := batch.record_count():
+        futures.append(Sent(await producer.send_batch(batch, topic, partition=partition), n))
+    return futures
+
+
+async def next_offset(sent: list[Sent]) -> int | None:
+    """Once every batch is acknowledged: the offset after the last record written (None if none)."""
+    if not sent:
+        return None
+    metas = await asyncio.gather(*(s.future for s in sent))
+    return int(metas[-1].offset) + sent[-1].count
+
+
+def producer_kwargs() -> dict[str, Any]:
+    """Producer options shared by the steps: every write acknowledged by all in-sync replicas,
+    idempotent (no duplicates from the producer's own retries), batches up to ``BATCH_BYTES``."""
+    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_batch_size": BATCH_BYTES}
