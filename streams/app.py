@@ -35,21 +35,26 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-def create_app(settings: Settings, registrars: list[Registrar] | None = None) -> faust.App:
-    """Build the geopush Faust app from ``settings`` and let each registrar add its agents."""
+def create_app(
+    settings: Settings, registrars: list[Registrar] | None = None, processing_guarantee: str = "at_least_once"
+) -> faust.App:
+    """Build the geopush Faust app from ``settings`` and let each registrar add its steps.
+
+    The app hosts the worker's steps (each its own aiokafka consumer with manual commits), web
+    pages and timers; ``processing_guarantee`` only concerns Faust agents (tests use one)."""
     (settings.data_dir / "tables").mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
     app = faust.App(
         settings.app_id,
         broker=brokers,
         broker_credentials=broker_credentials(settings),
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        store="memory://",  # Faust keeps no tables: the steps own their state (streams/device_store.py)
         datadir=str(settings.data_dir / "tables"),
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replicas,
         topic_allow_declare=True,
-        processing_guarantee=settings.processing_guarantee,
+        processing_guarantee=processing_guarantee,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.consumer_session_timeout_s,
         broker_heartbeat_interval=settings.consumer_heartbeat_s,

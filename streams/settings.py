@@ -57,10 +57,9 @@ class Settings(BaseSettings):
     web_token: SecretStr | None = Field(
         None, description="Bearer token required for /dashboard when not bound to loopback."
     )
-    data_dir: Path = Field(Path("var"), description="Table state (RocksDB) and local files.")
-    store: Literal["rocksdb", "memory"] = Field("rocksdb", description="Table storage.")
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
-        "at_least_once", description="Faust processing guarantee."
+    data_dir: Path = Field(Path("var"), description="Device state (RocksDB, under state/) and local files.")
+    store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="Where a worker keeps its partitions' device state (memory: rebuilt from the changelog)."
     )
     consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")

@@ -31,4 +31,4 @@ def register_relay(app: faust.App, settings: Settings) -> None:
 
 if __name__ == "__main__":
     s = load_settings()
-    run_worker(create_app(s, [register_relay]), s)
+    run_worker(create_app(s, [register_relay], os.environ.get("RELAY_GUARANTEE", "at_least_once")), s)

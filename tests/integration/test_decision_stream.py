@@ -63,7 +63,7 @@ def replayed(
 
 @pytest.mark.slow
 def test_stream_decides_exactly_like_replay_and_dead_letters_bad_pings(settings: Settings, tmp_path: Path) -> None:
-    s = settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    s = settings
     ensure_topics(s)
     devices, pings, expected, notified = replayed(s, 300, seed=11)
     assert notified > 20 and len(expected) > 100

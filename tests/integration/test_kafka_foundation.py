@@ -57,7 +57,7 @@ def test_broker_answers_metadata(kafka_broker: LocalKafka) -> None:
 def test_faust_agent_relays_10k_records_exactly_once(
     settings: Settings, unique: str, tmp_path: Path, guarantee: str
 ) -> None:
-    s = settings.model_copy(update={"processing_guarantee": guarantee, "store": "memory"})
+    s = settings.model_copy(update={"store": "memory"})
     src, dst = f"relay-in-{unique}", f"relay-out-{unique}"
     create(s.kafka_bootstrap, src, dst)
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5)
@@ -72,7 +72,7 @@ def test_faust_agent_relays_10k_records_exactly_once(
 
     worker = WorkerProcess(
         s, ["-m", "tests.integration.relay_worker"], tmp_path / "worker.log",
-        RELAY_IN=src, RELAY_OUT=dst,
+        RELAY_IN=src, RELAY_OUT=dst, RELAY_GUARANTEE=guarantee,
     )  # fmt: skip
     with worker:
         worker.wait_for_log("relay ready")
