@@ -28,6 +28,7 @@ from geofences.index import FenceIndex
 from geofences.load import Catalog
 
 DEFAULT_VALIDITY = timedelta(hours=2)
+NOWHERE: tuple[Seen, ...] = ()  # what the index says about a ping in no fence (shared, never changed)
 
 
 class StateStore(Protocol):
@@ -114,8 +115,10 @@ class Engine:
         if not pings:
             return decisions, candidates, gated
         real = [p for p in pings if isinstance(p, Ping)]
-        matched = iter(self._match(real)) if real else iter(())
-        seen = [next(matched) if isinstance(p, Ping) else [] for p in pings]
+        seen = self._match(real) if real else []
+        if len(real) < len(pings):  # presence checks in the batch: align what was seen with pings
+            matched = iter(seen)
+            seen = [next(matched) if isinstance(p, Ping) else NOWHERE for p in pings]
         self.matched_pings += sum(1 for s in seen if s)
         stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
@@ -126,13 +129,14 @@ class Engine:
             state = states.get(ping.device_id)
             if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
                 state = DeviceState()  # new, or idle past the TTL: start afresh
-            outside = self._outside(ping, state, {s.store_id for s in seen[k]})
+            outside = self._outside(ping, state, {s.store_id for s in seen[k]}) if state.visits else {}
             result = step(ping, state, seen[k], outside, stream_ms, self.rules)
             if result.gate is not None:
                 gated.append((ping, result.gate))
             if result.dropped:
                 continue
-            self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
+            if result.entered or result.exited or result.blocked_enter or (seen[k] and state.visits):
+                self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
             state.prune_sent(ping.ts_ms, self.keep_ms)
             states.put(ping.device_id, state)
         self.stream_ms[partition] = stream_ms
@@ -162,15 +166,21 @@ class Engine:
         return any(now_ms - v.last_in_ms > timeout_ms for v in state.visits.values())
 
     # ------------------------------------------------------------------ internals
-    def _match(self, pings: Sequence[Ping]) -> list[list[Seen]]:
+    def _match(self, pings: Sequence[Ping]) -> list[Sequence[Seen]]:
         lat = np.fromiter((p.lat for p in pings), np.float64, len(pings))
         lng = np.fromiter((p.lng for p in pings), np.float64, len(pings))
         acc = np.fromiter((p.accuracy_m or 0.0 for p in pings), np.float64, len(pings))
         m = self.index.match_accuracy(lat, lng, acc)
-        seen: list[list[Seen]] = [[] for _ in pings]
+        seen: list[Sequence[Seen]] = [NOWHERE] * len(pings)  # most pings are near no store
         assert m.certain is not None
+        ids = self.index.store_ids
         for p, f, c in zip(m.ping.tolist(), m.fence.tolist(), m.certain.tolist(), strict=True):
-            seen[p].append(Seen(self.index.store_ids[f], bool(c)))
+            found = seen[p]
+            if found is NOWHERE:
+                seen[p] = [Seen(ids[f], c)]
+            else:
+                assert isinstance(found, list)
+                found.append(Seen(ids[f], c))
         return seen
 
     def _outside(self, ping: Ping, state: DeviceState, inside: set[str]) -> dict[str, float]:
@@ -180,9 +190,8 @@ class Engine:
         known = [s for s in away if s in self.fence_of]
         out = {s: float("nan") for s in away if s not in self.fence_of}
         if known:
-            fences = np.array([self.fence_of[s] for s in known])
-            d = self.index.signed_distance_m(fences, np.full(len(known), ping.lat), np.full(len(known), ping.lng))
-            out.update(zip(known, d.tolist(), strict=True))
+            d = self.index.signed_distance_one_m([self.fence_of[s] for s in known], ping.lat, ping.lng)
+            out.update(zip(known, d, strict=True))
         return out
 
     def _transitions(
@@ -190,7 +199,7 @@ class Engine:
         ping: Ping,
         state: DeviceState,
         result: Step,
-        seen: list[Seen],
+        seen: Sequence[Seen],
         devices: DeviceBook,
         decisions: list[Decision],
         candidates: list[Candidate],

@@ -7,11 +7,13 @@ or may keep and end visits but not start one (``low_accuracy``, ``drive_by``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from decisions.pings import Ping
 from decisions.state import DeviceState, Visit
-from geofences.geodesy import distance_m
+from geofences.geodesy import distance_m_one
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,8 @@ class Rules:
     state_ttl_s: float = 35 * 86400.0  # idle this long: the device's state is forgotten
 
 
-@dataclass(frozen=True)
-class Seen:
-    """What the index says about one ping and one store."""
+class Seen(NamedTuple):
+    """What the index says about one ping and one store (a tuple: one is made per match)."""
 
     store_id: str
     certain: bool  # the accuracy circle lies wholly inside
@@ -59,7 +60,7 @@ def gate(ping: Ping, state: DeviceState | None, stream_ms: int, rules: Rules) ->
     speed = ping.speed_mps
     if state is not None and state.lat is not None and state.lng is not None and state.ts_ms:
         dt = (ping.ts_ms - state.ts_ms) / 1000.0
-        moved = float(distance_m(state.lat, state.lng, ping.lat, ping.lng))
+        moved = distance_m_one(state.lat, state.lng, ping.lat, ping.lng)
         if dt > 0 and moved / dt > rules.impossible_mps and moved > 1000:
             return "impossible_jump", True
         if speed is None and dt >= rules.min_speed_interval_s:
@@ -74,7 +75,7 @@ def gate(ping: Ping, state: DeviceState | None, stream_ms: int, rules: Rules) ->
 def step(
     ping: Ping,
     state: DeviceState,
-    seen: list[Seen],
+    seen: Sequence[Seen],
     outside_m: dict[str, float],
     stream_ms: int,
     rules: Rules,

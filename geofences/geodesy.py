@@ -11,6 +11,8 @@ Fences must lie within ±85° latitude: closer to the poles the catalog rejects 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -52,6 +54,19 @@ def distance_m(lat0: ArrayLike, lng0: ArrayLike, lat: ArrayLike, lng: ArrayLike)
     """Distance in metres between points; vectorised over any broadcastable arrays."""
     east, north = offsets_m(lat0, lng0, lat, lng)
     return np.hypot(east, north)
+
+
+def distance_m_one(lat0: float, lng0: float, lat: float, lng: float) -> float:
+    """``distance_m`` for one pair of points, in plain floats: the per-ping path (numpy's
+    per-call overhead is ~50x the arithmetic for a single pair). Same formula, same result."""
+    mid = math.radians(0.5 * (lat0 + lat))
+    s = math.sin(mid)
+    w2 = 1.0 - WGS84_E2 * s * s
+    n = WGS84_A / math.sqrt(w2)
+    m = WGS84_A * (1.0 - WGS84_E2) / (w2 * math.sqrt(w2))
+    north = m * math.radians(lat - lat0)
+    east = n * math.cos(mid) * math.radians((lng - lng0 + 180.0) % 360.0 - 180.0)
+    return math.hypot(east, north)
 
 
 def destination(lat0: float, lng0: float, east_m: ArrayLike, north_m: ArrayLike) -> tuple[FloatArray, FloatArray]:

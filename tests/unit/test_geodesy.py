@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 
-from geofences.geodesy import destination, distance_m
+from geofences.geodesy import destination, distance_m, distance_m_one
 
 GEOD = pyproj.Geod(ellps="WGS84")
 
@@ -19,6 +19,10 @@ def test_relative_error_below_2e5_up_to_10km_and_85_degrees() -> None:
     keep = np.abs(lat1) <= 85
     ours = distance_m(lat0[keep], lng0[keep], lat1[keep], lng1[keep])
     assert np.max(np.abs(ours - d[keep]) / d[keep]) < 2e-5
+    # the one-pair path used per ping is the same formula in plain floats
+    pairs = zip(lat0[keep][:2000], lng0[keep][:2000], lat1[keep][:2000], lng1[keep][:2000], strict=True)
+    one = [distance_m_one(float(a), float(b), float(c), float(e)) for a, b, c, e in pairs]
+    np.testing.assert_allclose(one, ours[:2000], rtol=1e-12)
 
 
 def test_distance_across_the_antimeridian() -> None:
