@@ -28,6 +28,7 @@ from geofences.index import FenceIndex
 from geofences.load import Catalog
 
 DEFAULT_VALIDITY = timedelta(hours=2)
+NAN = float("nan")
 NOWHERE: tuple[Seen, ...] = ()  # what the index says about a ping in no fence (shared, never changed)
 
 
@@ -69,6 +70,24 @@ def pick_locale(device_locale: str, offered: Sequence[str], fallback: str) -> st
 
 def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class _Loaded:
+    """The batch's view of device state: each device read once, the same object all batch long
+    (gates, presence and the presence checks all change that one object)."""
+
+    def __init__(self, states: StateStore) -> None:
+        self.states = states
+        self.loaded: dict[str, DeviceState | None] = {}
+
+    def get(self, device_id: str) -> DeviceState | None:
+        if device_id not in self.loaded:
+            self.loaded[device_id] = self.states.get(device_id)
+        return self.loaded[device_id]
+
+    def put(self, device_id: str, state: DeviceState) -> None:
+        self.loaded[device_id] = state
+        self.states.put(device_id, state)
 
 
 class Engine:
@@ -120,6 +139,8 @@ class Engine:
             matched = iter(seen)
             seen = [next(matched) if isinstance(p, Ping) else NOWHERE for p in pings]
         self.matched_pings += sum(1 for s in seen if s)
+        states = _Loaded(states)
+        away = self._away_distances(pings, seen, states)
         stream_ms = self.stream_ms.get(partition, 0)
         for k, ping in enumerate(pings):
             if isinstance(ping, PresenceCheck):
@@ -129,7 +150,8 @@ class Engine:
             state = states.get(ping.device_id)
             if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
                 state = DeviceState()  # new, or idle past the TTL: start afresh
-            outside = self._outside(ping, state, {s.store_id for s in seen[k]}) if state.visits else {}
+                states.loaded[ping.device_id] = state
+            outside = self._outside(k, state, seen[k], away) if state.visits else {}
             result = step(ping, state, seen[k], outside, stream_ms, self.rules)
             if result.gate is not None:
                 gated.append((ping, result.gate))
@@ -183,16 +205,39 @@ class Engine:
                 found.append(Seen(ids[f], c))
         return seen
 
-    def _outside(self, ping: Ping, state: DeviceState, inside: set[str]) -> dict[str, float]:
-        away = [s for s in state.visits if s not in inside]
-        if not away:
+    def _away_distances(
+        self, pings: Sequence[Ping | PresenceCheck], seen: Sequence[Sequence[Seen]], states: _Loaded
+    ) -> dict[tuple[int, str], float]:
+        """Signed distances, in one vectorised call, from each ping to every store its device
+        may be visiting without being inside it: the visits the device had before the batch
+        and every store it was seen in earlier in the batch (a superset of its visits then)."""
+        maybe: dict[str, set[str]] = {}
+        which: list[tuple[int, str]] = []
+        for k, ping in enumerate(pings):
+            if not isinstance(ping, Ping):
+                continue
+            visiting = maybe.get(ping.device_id)
+            if visiting is None:
+                state = states.get(ping.device_id)
+                visiting = maybe[ping.device_id] = set(state.visits) if state is not None else set()
+            inside = {s.store_id for s in seen[k]}
+            which.extend((k, store) for store in visiting - inside if store in self.fence_of)
+            visiting |= inside
+        if not which:
             return {}
-        known = [s for s in away if s in self.fence_of]
-        out = {s: float("nan") for s in away if s not in self.fence_of}
-        if known:
-            d = self.index.signed_distance_one_m([self.fence_of[s] for s in known], ping.lat, ping.lng)
-            out.update(zip(known, d, strict=True))
-        return out
+        at = [pings[k] for k, _ in which]
+        fences = np.fromiter((self.fence_of[store] for _, store in which), np.int64, len(which))
+        lat = np.fromiter((p.lat for p in at if isinstance(p, Ping)), np.float64, len(which))
+        lng = np.fromiter((p.lng for p in at if isinstance(p, Ping)), np.float64, len(which))
+        return dict(zip(which, self.index.signed_distance_m(fences, lat, lng).tolist(), strict=True))
+
+    def _outside(
+        self, k: int, state: DeviceState, seen: Sequence[Seen], away: dict[tuple[int, str], float]
+    ) -> dict[str, float]:
+        """Distance to each store the device is visiting but ping ``k`` is not inside (NaN: the
+        store left the catalog)."""
+        inside = {s.store_id for s in seen}
+        return {s: away.get((k, s), NAN) for s in state.visits if s not in inside}
 
     def _transitions(
         self,
