@@ -6,6 +6,10 @@ consumes no data topic); each step consumes in a group of its own, with manual c
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRebalanceListener
+
 from streams.settings import Settings
 from streams.topics import outbox_topic
 
@@ -34,3 +38,23 @@ def worker_groups(settings: Settings) -> dict[str, set[str]]:
     if settings.deliver:
         groups[delivery_group(settings)] = {settings.topic_notifications}
     return groups
+
+
+class PartitionOwner(Protocol):
+    """A step that keeps per-partition state: it loads it on assignment and drops it on revocation."""
+
+    async def assign(self, parts: set[int]) -> None: ...
+    async def revoke(self, parts: set[int]) -> None: ...
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
+    """Hands a step's group rebalances to the step, as partition numbers."""
+
+    def __init__(self, owner: PartitionOwner) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.owner.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.owner.assign({tp.partition for tp in assigned})

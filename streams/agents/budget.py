@@ -20,12 +20,11 @@ from dataclasses import replace
 from typing import Any
 
 import faust
-from aiokafka import ConsumerRebalanceListener
 
 from decisions.engine import Candidate, apply_budget
 from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
-from streams.groups import budget_group
+from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
 from streams.produce import producer_kwargs, send_records
 from streams.restore import read_to_end
@@ -58,7 +57,7 @@ class BudgetLoop:
             heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
         )  # fmt: skip
         self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
-        consumer.subscribe([outbox_topic(s)], listener=_Rebalance(self))
+        consumer.subscribe([outbox_topic(s)], listener=Rebalance(self))
         await self.producer.start()
         await consumer.start()
         log.info("budget started: group %s, %s -> %s", budget_group(s), outbox_topic(s), s.topic_notifications)
@@ -143,17 +142,6 @@ class BudgetLoop:
                 self.used.pop(p, None)
             self.emitted.forget(parts)
             self.metrics.set_assigned(budget_group(self.settings), outbox_topic(self.settings), len(self.used))
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
-    def __init__(self, loop: BudgetLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.loop.revoke({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.loop.assign({tp.partition for tp in assigned})
 
 
 def register_budget(app: faust.App, settings: Settings) -> None:

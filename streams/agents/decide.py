@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRebalanceListener
 
 from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PingRejected, PresenceCheck, parse_record, presence_check_bytes
@@ -30,7 +29,7 @@ from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
-from streams.groups import decide_group
+from streams.groups import Rebalance, decide_group
 from streams.metrics import Metrics
 from streams.produce import next_offset, producer_kwargs, send_records
 from streams.restore import end_offsets, read_to_end
@@ -110,7 +109,6 @@ class DecideLoop:
         self.lock = asyncio.Lock()
         self.producer: Any = None
         self.devices_consumer: Any = None
-        self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -127,11 +125,10 @@ class DecideLoop:
         self.devices_consumer = AIOKafkaConsumer(
             enable_auto_commit=False, auto_offset_reset="earliest", **s.aiokafka_kwargs()
         )
-        consumer.subscribe([s.topic_pings], listener=_Rebalance(self))
+        consumer.subscribe([s.topic_pings], listener=Rebalance(self))
         await self.producer.start()
         await self.devices_consumer.start()
         await consumer.start()
-        self.started.set()
         log.info("decide started: group %s, %s -> %s", decide_group(s), s.topic_pings, s.topic_decisions)
         try:
             while True:
@@ -354,19 +351,6 @@ class DecideLoop:
         if deleted:
             self.counts["expired_states"] += deleted
         return deleted
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc,unused-ignore]
-    """aiokafka rebalance listener: restore on assignment; let a running poll finish before revoking."""
-
-    def __init__(self, loop: DecideLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.loop.revoke({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.loop.assign({tp.partition for tp in assigned})
 
 
 def observe_decisions(metrics: Metrics, found: Sequence[Decision], transitions: bool = True) -> None:
