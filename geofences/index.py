@@ -30,7 +30,7 @@ from h3ronpy import ContainmentMode, grid_disk
 from h3ronpy import vector as h3v
 from numpy.typing import ArrayLike, NDArray
 
-from geofences.geodesy import distance_m, distance_m_one, radii, wrap_lng
+from geofences.geodesy import distance_m, radii, wrap_lng
 from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
@@ -163,9 +163,6 @@ class FenceIndex:
         self.max_res = max((lv.res for lv in self.levels), default=MAX_RES)
         self._build_grid()
         self._metric: np.ndarray | None = None
-        # plain-float copies for the per-ping path (indexing numpy one element at a time is slow)
-        self._circle, self._lat, self._lng = self.is_circle.tolist(), self.lat.tolist(), self.lng.tolist()
-        self._radius = self.radius.tolist()
 
     # ------------------------------------------------------------------ build
     def _areas_m2(self) -> NDArray[np.float64]:
@@ -429,23 +426,6 @@ class FenceIndex:
             dist = shapely.distance(shapely.boundary(metric[f]), pts)
             inside = self.contains(f, lat[pi], lng[pi])
             out[pi] = np.where(inside, -dist, dist)
-        return out
-
-    def signed_distance_one_m(self, fences: Sequence[int], lat: float, lng: float) -> list[float]:
-        """``signed_distance_m`` of one point to a few fences (the per-ping path): circles in
-        plain floats, polygons (if any) in one vectorised call."""
-        out = [0.0] * len(fences)
-        poly = []
-        for k, f in enumerate(fences):
-            if self._circle[f]:
-                out[k] = distance_m_one(self._lat[f], self._lng[f], lat, lng) - self._radius[f]
-            else:
-                poly.append(k)
-        if poly:
-            f_arr = np.array([fences[k] for k in poly], dtype=np.int64)
-            d = self.signed_distance_m(f_arr, np.full(len(poly), lat), np.full(len(poly), lng))
-            for k, v in zip(poly, d.tolist(), strict=True):
-                out[k] = v
         return out
 
     def _metric_geoms(self) -> np.ndarray:

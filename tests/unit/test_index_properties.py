@@ -132,11 +132,6 @@ def test_index_matches_the_oracle(case: tuple[list[Fence], int]) -> None:
     got = set(zip(m.ping.tolist(), m.fence.tolist(), strict=True))
     want = oracle(fences, lat, lng)
     assert got == want, f"{len(got - want)} extra, {len(want - got)} missing"
-    # the per-ping distance path (plain floats for circles) agrees with the vectorised one
-    every = list(range(len(fences)))
-    for k in rng.choice(len(lat), size=min(20, len(lat)), replace=False).tolist():
-        batch = index.signed_distance_m(np.array(every), np.full(len(every), lat[k]), np.full(len(every), lng[k]))
-        np.testing.assert_allclose(index.signed_distance_one_m(every, float(lat[k]), float(lng[k])), batch, atol=1e-6)
 
 
 def test_single_point_and_accuracy() -> None:
