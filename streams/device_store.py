@@ -101,7 +101,9 @@ class PartitionStore:
     def _prefixed(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         if self.path is None:
             for k in sorted(k for k in self.db if k.startswith(prefix)):
-                yield k, self.db[k]
+                value = self.db.get(k)  # a reader may pause between items (expiry): skip what went
+                if value is not None:
+                    yield k, value
             return
         it = self.db.iter()
         it.seek(prefix)
