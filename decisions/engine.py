@@ -12,14 +12,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Protocol
 
 import numpy as np
 
 from decisions.caps import blocked_by_caps, effective_caps, longest_window
 from decisions.pings import Ping, PresenceCheck
-from decisions.presence import Rules, Seen, Step, step
+from decisions.presence import Inside, Rules, Step, quiet_step, step
 from decisions.records import Decision, Device, Notification, Outcome, Transition
 from decisions.schedule import blocked_by_schedule, closes_at, local_time, store_tz
 from decisions.state import DeviceState
@@ -29,7 +29,7 @@ from geofences.load import Catalog
 
 DEFAULT_VALIDITY = timedelta(hours=2)
 NAN = float("nan")
-NOWHERE: tuple[Seen, ...] = ()  # what the index says about a ping in no fence (shared, never changed)
+NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
 
 
 class StateStore(Protocol):
@@ -151,6 +151,14 @@ class Engine:
             if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
                 state = DeviceState()  # new, or idle past the TTL: start afresh
                 states.loaded[ping.device_id] = state
+            if not (seen[k] or state.visits or state.held):  # most pings: near no store, none to leave
+                reason, dropped = quiet_step(ping, state, stream_ms, self.rules)
+                if reason is not None:
+                    gated.append((ping, reason))
+                if not dropped:
+                    state.prune_sent(ping.ts_ms, self.keep_ms)
+                    states.put(ping.device_id, state)
+                continue
             outside = self._outside(k, state, seen[k], away) if state.visits else {}
             result = step(ping, state, seen[k], outside, stream_ms, self.rules)
             if result.gate is not None:
@@ -179,7 +187,7 @@ class Engine:
         for store_id, _ in gone:
             del state.visits[store_id]
         tick = Ping(check.device_id, check.ts_ms, state.lat or 0.0, state.lng or 0.0)
-        self._transitions(tick, state, Step(exited=gone), [], devices, decisions, candidates)
+        self._transitions(tick, state, Step(exited=gone), NOWHERE, devices, decisions, candidates)
         states.put(check.device_id, state)
 
     def silent_visits(self, state: DeviceState, now_ms: int) -> bool:
@@ -188,25 +196,24 @@ class Engine:
         return any(now_ms - v.last_in_ms > timeout_ms for v in state.visits.values())
 
     # ------------------------------------------------------------------ internals
-    def _match(self, pings: Sequence[Ping]) -> list[Sequence[Seen]]:
+    def _match(self, pings: Sequence[Ping]) -> list[Inside]:
         lat = np.fromiter((p.lat for p in pings), np.float64, len(pings))
         lng = np.fromiter((p.lng for p in pings), np.float64, len(pings))
         acc = np.fromiter((p.accuracy_m or 0.0 for p in pings), np.float64, len(pings))
         m = self.index.match_accuracy(lat, lng, acc)
-        seen: list[Sequence[Seen]] = [NOWHERE] * len(pings)  # most pings are near no store
+        seen: list[Inside] = [NOWHERE] * len(pings)  # most pings are near no store
         assert m.certain is not None
         ids = self.index.store_ids
         for p, f, c in zip(m.ping.tolist(), m.fence.tolist(), m.certain.tolist(), strict=True):
             found = seen[p]
             if found is NOWHERE:
-                seen[p] = [Seen(ids[f], c)]
-            else:
-                assert isinstance(found, list)
-                found.append(Seen(ids[f], c))
+                seen[p] = found = {}
+            assert isinstance(found, dict)
+            found[ids[f]] = c
         return seen
 
     def _away_distances(
-        self, pings: Sequence[Ping | PresenceCheck], seen: Sequence[Sequence[Seen]], states: _Loaded
+        self, pings: Sequence[Ping | PresenceCheck], seen: Sequence[Inside], states: _Loaded
     ) -> dict[tuple[int, str], float]:
         """Signed distances, in one vectorised call, from each ping to every store its device
         may be visiting without being inside it: the visits the device had before the batch
@@ -220,9 +227,11 @@ class Engine:
             if visiting is None:
                 state = states.get(ping.device_id)
                 visiting = maybe[ping.device_id] = set(state.visits) if state is not None else set()
-            inside = {s.store_id for s in seen[k]}
+            if not visiting and not seen[k]:
+                continue  # most pings: no visit to leave, nothing seen
+            inside = seen[k].keys()
             which.extend((k, store) for store in visiting - inside if store in self.fence_of)
-            visiting |= inside
+            visiting.update(inside)
         if not which:
             return {}
         at = [pings[k] for k, _ in which]
@@ -232,11 +241,10 @@ class Engine:
         return dict(zip(which, self.index.signed_distance_m(fences, lat, lng).tolist(), strict=True))
 
     def _outside(
-        self, k: int, state: DeviceState, seen: Sequence[Seen], away: dict[tuple[int, str], float]
+        self, k: int, state: DeviceState, inside: Inside, away: dict[tuple[int, str], float]
     ) -> dict[str, float]:
         """Distance to each store the device is visiting but ping ``k`` is not inside (NaN: the
         store left the catalog)."""
-        inside = {s.store_id for s in seen}
         return {s: away.get((k, s), NAN) for s in state.visits if s not in inside}
 
     def _transitions(
@@ -244,7 +252,7 @@ class Engine:
         ping: Ping,
         state: DeviceState,
         result: Step,
-        seen: Sequence[Seen],
+        inside: Inside,
         devices: DeviceBook,
         decisions: list[Decision],
         candidates: list[Candidate],
@@ -269,9 +277,8 @@ class Engine:
             visit_ms = state.visits[store_id].entered_ms
             for c in self.by_trigger.get((store_id, "enter"), []):
                 self._campaign(ping, state, store_id, visit_ms, c, "enter", dev(), decisions, candidates)
-        inside_now = {s.store_id for s in seen}
         for store_id, visit in state.visits.items():
-            if store_id not in inside_now:
+            if store_id not in inside:
                 continue
             for c in self.by_trigger.get((store_id, "dwell"), []):
                 if c.id in visit.fired or c.dwell_seconds is None:

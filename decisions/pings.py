@@ -140,3 +140,55 @@ def parse_ping(raw: bytes | None, key: bytes | None = None) -> Ping:
     if speed is not None and speed < 0:
         speed = None  # Android reports -1 for "unknown"
     return Ping(device, ts, lat, lng, acc, speed)
+
+
+def parse_pings(
+    values: list[bytes | None], keys: list[bytes | None]
+) -> tuple[list[Ping | PresenceCheck], list[tuple[int, PingRejected]]]:
+    """A batch of records: (pings and presence checks in order, [(index, why)] of the rejected).
+
+    The usual ping (a JSON object with a string id, epoch-ms ``ts`` and float fields in range)
+    takes a fast path of plain type checks; anything else goes through :func:`parse_record`,
+    which gives the same answer for the usual ping and the detailed reason for the rest."""
+    good: list[Ping | PresenceCheck] = []
+    bad: list[tuple[int, PingRejected]] = []
+    loads, fast, append = orjson.loads, _fast_ping, good.append
+    for i, (raw, key) in enumerate(zip(values, keys, strict=True)):
+        if raw is not None and len(raw) <= MAX_PING_BYTES and CONTROL_FIELD not in raw[:40]:
+            try:
+                ping = fast(loads(raw), key)
+            except orjson.JSONDecodeError:
+                ping = None
+            if ping is not None:
+                append(ping)
+                continue
+        try:
+            append(parse_record(raw, key))
+        except PingRejected as exc:
+            bad.append((i, exc))
+    return good, bad
+
+
+def _fast_ping(obj: object, key: bytes | None) -> Ping | None:
+    """The ping if ``obj`` is a usual, valid one; None sends it down the detailed path."""
+    if type(obj) is not dict:
+        return None
+    device, ts, lat, lng = obj.get("device_id"), obj.get("ts"), obj.get("lat"), obj.get("lng")
+    acc, speed = obj.get("accuracy_m"), obj.get("speed_mps")
+    if type(device) is not str or not 0 < len(device) <= 128 or (key is not None and key != device.encode()):
+        return None
+    if type(ts) is str:
+        try:
+            ts = _timestamp(ts)
+        except PingRejected:
+            return None
+    elif type(ts) is not int or not MIN_EPOCH_MS <= ts <= MAX_EPOCH_MS:
+        return None
+    # orjson never yields NaN or infinity, so a float here is finite
+    if type(lat) is not float or type(lng) is not float or not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
+        return None
+    if acc is not None and (type(acc) is not float or acc < 0):
+        return None
+    if speed is not None and (type(speed) is not float or speed < 0):
+        return None
+    return Ping(device, ts, lat, lng, acc, speed)

@@ -7,9 +7,8 @@ or may keep and end visits but not start one (``low_accuracy``, ``drive_by``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from decisions.pings import Ping
 from decisions.state import DeviceState, Visit
@@ -30,11 +29,9 @@ class Rules:
     state_ttl_s: float = 35 * 86400.0  # idle this long: the device's state is forgotten
 
 
-class Seen(NamedTuple):
-    """What the index says about one ping and one store (a tuple: one is made per match)."""
-
-    store_id: str
-    certain: bool  # the accuracy circle lies wholly inside
+Inside = Mapping[str, bool]
+"""What the index says about one ping: store id -> whether the accuracy circle lies wholly
+inside its fence (``False``: it straddles the boundary, uncertain), in the index's order."""
 
 
 @dataclass
@@ -75,7 +72,7 @@ def gate(ping: Ping, state: DeviceState | None, stream_ms: int, rules: Rules) ->
 def step(
     ping: Ping,
     state: DeviceState,
-    seen: Sequence[Seen],
+    inside: Inside,
     outside_m: dict[str, float],
     stream_ms: int,
     rules: Rules,
@@ -88,7 +85,6 @@ def step(
     if dropped:
         return out
     acc = ping.accuracy_m or 0.0
-    inside = {s.store_id: s for s in seen}
     for store_id, visit in list(state.visits.items()):
         if store_id in inside:
             visit.last_in_ms = ping.ts_ms
@@ -98,10 +94,10 @@ def step(
         if d != d or timed_out or d - acc > rules.exit_buffer_m:
             out.exited.append((store_id, visit.entered_ms))
             del state.visits[store_id]
-    for store_id, s in inside.items():
+    for store_id, certain in inside.items():
         if store_id in state.visits:
             continue
-        if reason is not None or not s.certain:
+        if reason is not None or not certain:
             if store_id not in state.held:  # say it once per approach, not once per ping
                 state.held.append(store_id)
                 out.blocked_enter.append(store_id)
@@ -110,7 +106,21 @@ def step(
         out.entered.append(store_id)
     if state.held:
         state.held = [h for h in state.held if h in inside and h not in state.visits]
+    _settle(ping, state, reason)
+    return out
+
+
+def quiet_step(ping: Ping, state: DeviceState, stream_ms: int, rules: Rules) -> tuple[str | None, bool]:
+    """:func:`step` for the usual ping — in no fence, by a device visiting and holding none —
+    without building a Step: only the gates and the last position can change. (gate, dropped)."""
+    reason, dropped = gate(ping, state, stream_ms, rules)
+    if not dropped:
+        _settle(ping, state, reason)
+    return reason, dropped
+
+
+def _settle(ping: Ping, state: DeviceState, reason: str | None) -> None:
+    """Record the accepted ping: its time, and its position unless too inaccurate to trust."""
     state.ts_ms = ping.ts_ms
     if reason != "low_accuracy":
         state.lat, state.lng = ping.lat, ping.lng
-    return out

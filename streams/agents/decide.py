@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from decisions.engine import Candidate, Engine
-from decisions.pings import Ping, PingRejected, PresenceCheck, parse_record, presence_check_bytes
+from decisions.pings import parse_pings, presence_check_bytes
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog
@@ -162,17 +162,15 @@ class DecideLoop:
         matched_before = engine.matched_pings
         for tp, msgs in records.items():
             p = tp.partition
-            batch: list[Ping | PresenceCheck] = []
-            for m in msgs:
-                try:
-                    batch.append(parse_record(m.value, m.key))
-                except PingRejected as exc:
-                    self.counts[f"invalid:{exc.reason}"] += 1
-                    self.metrics.invalid.labels(reason=exc.reason).inc()
-                    letter = DeadLetter.of(
-                        m.value, m.key, exc.reason, exc.detail, m.topic, m.partition, m.offset, datetime.now(UTC)
-                    )
-                    acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
+            batch, rejected = parse_pings([m.value for m in msgs], [m.key for m in msgs])
+            for i, exc in rejected:
+                m = msgs[i]
+                self.counts[f"invalid:{exc.reason}"] += 1
+                self.metrics.invalid.labels(reason=exc.reason).inc()
+                letter = DeadLetter.of(
+                    m.value, m.key, exc.reason, exc.detail, m.topic, m.partition, m.offset, datetime.now(UTC)
+                )
+                acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
             self.counts["pings"] += len(msgs)
             self.metrics.pings.inc(len(msgs))
             states = StoreStates(self.stores[p])

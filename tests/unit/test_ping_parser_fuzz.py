@@ -12,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decisions.pings import MAX_PING_BYTES, Ping, PingRejected, parse_ping
+from decisions.pings import (
+    MAX_PING_BYTES,
+    Ping,
+    PingRejected,
+    parse_ping,
+    parse_pings,
+    parse_record,
+    presence_check_bytes,
+)
 from decisions.records import DeadLetter
 
 AT = datetime(2026, 11, 23, tzinfo=UTC)
@@ -80,3 +88,39 @@ def test_reasons_for_typical_mistakes() -> None:
         parse_ping(orjson.dumps(ok), b"other")
     except PingRejected as exc:
         assert exc.reason == "key_mismatch"
+
+
+number = st.one_of(st.floats(-200, 200), st.integers(-200, 200), st.none(), st.text(max_size=3))
+usual_pings = st.fixed_dictionaries(
+    {
+        "device_id": st.one_of(st.text(max_size=130), st.integers(), st.sampled_from(["d", "sim-1"])),
+        "ts": st.one_of(
+            st.integers(0, 5_000_000_000_000), st.floats(0, 5e12), st.sampled_from(["2026-11-23T10:00:00+09:00", "x"])
+        ),
+        "lat": number,
+        "lng": number,
+    },
+    optional={"accuracy_m": number, "speed_mps": number, "extra": number},
+).map(orjson.dumps)
+
+
+def outcome(raw: bytes | None, key: bytes | None) -> object:
+    try:
+        return parse_record(raw, key)
+    except PingRejected as exc:
+        return (exc.reason, exc.detail)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.one_of(usual_pings, payloads, st.none()), st.sampled_from([None, b"d", b"x"])), max_size=20)
+)
+def test_batch_parser_answers_like_the_detailed_one(records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """The batch parser's fast path gives the same ping, or the same reason, as ``parse_record``."""
+    records = [*records, (presence_check_bytes("d", 1795395600000), b"d")]
+    good, bad = parse_pings([r for r, _ in records], [k for _, k in records])
+    rejected = {i: (exc.reason, exc.detail) for i, exc in bad}
+    accepted = iter(good)
+    for i, (raw, key) in enumerate(records):
+        assert (rejected[i] if i in rejected else next(accepted)) == outcome(raw, key), raw
+    assert next(accepted, None) is None

@@ -8,7 +8,7 @@ import pytest
 
 from decisions.caps import blocked_by_caps, effective_caps
 from decisions.pings import Ping
-from decisions.presence import Rules, Seen, gate, step
+from decisions.presence import Rules, gate, step
 from decisions.schedule import blocked_by_schedule, closes_at, is_open, local_time
 from decisions.state import DeviceState, Visit
 from geofences.catalog import Campaign, Caps, CountCap, Defaults, Store
@@ -126,31 +126,31 @@ def test_gates(p: Ping, state: DeviceState | None, stream: int, want: tuple[str 
 
 def test_enter_needs_a_certain_trusted_ping_and_exit_needs_the_buffer() -> None:
     st = DeviceState()
-    r = step(ping(T0, acc=80), st, [Seen("s", True)], {}, T0, RULES)
+    r = step(ping(T0, acc=80), st, {"s": True}, {}, T0, RULES)
     assert r.blocked_enter == ["s"] and not st.visits
-    r = step(ping(T0 + 1000), st, [Seen("s", False)], {}, T0, RULES)
+    r = step(ping(T0 + 1000), st, {"s": False}, {}, T0, RULES)
     assert r.blocked_enter == [] and r.gate is None and st.held == ["s"]  # said once already
-    step(ping(T0 + 1500), st, [], {}, T0, RULES)  # walked out of the area: may be said again
-    r = step(ping(T0 + 1700), st, [Seen("s", False)], {}, T0, RULES)
+    step(ping(T0 + 1500), st, {}, {}, T0, RULES)  # walked out of the area: may be said again
+    r = step(ping(T0 + 1700), st, {"s": False}, {}, T0, RULES)
     assert r.blocked_enter == ["s"]
-    r = step(ping(T0 + 2000), st, [Seen("s", True)], {}, T0, RULES)
+    r = step(ping(T0 + 2000), st, {"s": True}, {}, T0, RULES)
     assert r.entered == ["s"] and st.visits["s"].entered_ms == T0 + 2000
     # jitter just outside: still inside (hysteresis)
-    r = step(ping(T0 + 3000), st, [], {"s": 20.0}, T0, RULES)
+    r = step(ping(T0 + 3000), st, {}, {"s": 20.0}, T0, RULES)
     assert not r.exited and "s" in st.visits
     # inaccurate ping 40 m out with 30 m accuracy: not certainly beyond the buffer
-    r = step(ping(T0 + 4000, acc=30), st, [], {"s": 40.0}, T0, RULES)
+    r = step(ping(T0 + 4000, acc=30), st, {}, {"s": 40.0}, T0, RULES)
     assert not r.exited
-    r = step(ping(T0 + 5000), st, [], {"s": 45.0}, T0, RULES)
+    r = step(ping(T0 + 5000), st, {}, {"s": 45.0}, T0, RULES)
     assert r.exited == [("s", T0 + 2000)] and not st.visits
     # must exit before entering again: now it may re-enter
-    r = step(ping(T0 + 6000), st, [Seen("s", True)], {}, T0, RULES)
+    r = step(ping(T0 + 6000), st, {"s": True}, {}, T0, RULES)
     assert r.entered == ["s"]
 
 
 def test_silent_device_exits_after_the_presence_timeout() -> None:
     st = DeviceState(ts_ms=T0, lat=35.0, lng=139.0, visits={"s": Visit(T0, T0)})
-    r = step(ping(T0 + 1_900_000), st, [], {"s": 5.0}, T0 + 1_900_000, RULES)
+    r = step(ping(T0 + 1_900_000), st, {}, {"s": 5.0}, T0 + 1_900_000, RULES)
     assert r.exited == [("s", T0)]
 
 

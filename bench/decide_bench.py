@@ -1,0 +1,125 @@
+"""CPU benchmark of the decision step without Kafka: the worker's per-poll work on the same bytes.
+
+    python -m bench.decide_bench [--pings 300000] [--fences 10000] [--profile out.prof]
+
+The simulator's pings (as on the ``pings`` topic) are split into 12 partitions by key and fed
+in polls of ~5,000 records, as the worker gets them; for each partition: parse, decide (match,
+gates, presence, campaigns), serialise decisions, candidates and changed states, and write the
+states to an in-memory partition store — everything ``DecideLoop.handle`` does but the network.
+Side by side in the same run: ``orjson.loads`` of every record alone (what the raw consumer
+ceiling pays for decoding). The ratio between the two is what this benchmark tracks; the
+end-to-end benchmark (``bench.e2e_bench``) measures the same thing with the broker in the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from bench.e2e_bench import PINGS_PER_DEVICE, START, scaled_catalog
+from decisions.pings import PingRejected, parse_pings
+from decisions.records import DeadLetter
+from geofences.load import load_catalog
+from streams.agents.decide import StoreDevices, StoreStates, candidate_bytes, engine_for
+from streams.device_store import PartitionStore
+from streams.phones import simulate
+from streams.settings import load_settings
+
+PARTITIONS = 12
+POLL = 5000
+
+Record = tuple[bytes, bytes]  # (key, value)
+
+
+def polls(records: list[Record]) -> list[dict[int, list[Record]]]:
+    """The records as a worker polls them: up to POLL at a time, grouped by partition."""
+    out = []
+    for start in range(0, len(records), POLL):
+        by_part: dict[int, list[Record]] = {}
+        for key, value in records[start : start + POLL]:
+            by_part.setdefault(zlib.crc32(key) % PARTITIONS, []).append((key, value))
+        out.append(by_part)
+    return out
+
+
+def decode_only(batches: list[dict[int, list[Record]]]) -> int:
+    n = 0
+    for by_part in batches:
+        for msgs in by_part.values():
+            for _, value in msgs:
+                orjson.loads(value)
+            n += len(msgs)
+    return n
+
+
+def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices: list[bytes]) -> Callable[[], int]:
+    """A closure running the decision step over every poll (fresh state each call)."""
+    catalog = load_catalog([fences_dir])
+    settings = load_settings(None, catalog_path=fences_dir)
+    engine = engine_for(catalog, settings)
+
+    def run() -> int:
+        engine.stream_ms.clear()
+        stores = {p: PartitionStore(None) for p in range(PARTITIONS)}
+        for raw in devices:
+            key = orjson.loads(raw)["device_id"].encode()
+            stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
+        out = 0
+        for by_part in batches:
+            for p, msgs in by_part.items():
+                batch, rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
+                for i, exc in rejected:
+                    _letter(msgs[i], exc)
+                states = StoreStates(stores[p])
+                found, candidates, _ = engine.decide(batch, states, StoreDevices(stores[p]), p)
+                out += sum(len(d.dumps()) for d in found) + sum(len(candidate_bytes(c)) for c in candidates)
+                stores[p].write_states([(k, v.dumps()) for k, v in states.dirty.items()], None)
+        return out
+
+    return run
+
+
+def _letter(record: Record, exc: PingRejected) -> bytes:
+    return DeadLetter.of(record[1], record[0], exc.reason, exc.detail, "pings", 0, 0, START).dumps()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pings", type=int, default=300_000)
+    ap.add_argument("--fences", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each, the best is reported")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of the decision step here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        fences_dir = scaled_catalog(args.fences, Path(tmp) / "catalog")
+        catalog = load_catalog([fences_dir])
+        devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), 4)
+        records = [(p.device_id.encode(), orjson.dumps(p.body)) for p in pings[: args.pings]]
+        batches = polls(records)
+        run = decide_all(batches, fences_dir, [d.dumps() for d in devices])
+        decode_s = decide_s = float("inf")
+        for _ in range(args.repeat):  # alternate, keep the best of each: the machine is shared
+            t = time.perf_counter()
+            n = decode_only(batches)
+            decode_s = min(decode_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            run()
+            decide_s = min(decide_s, time.perf_counter() - t)
+        if args.profile:
+            cProfile.runctx("run()", globals(), {"run": run}, str(args.profile))
+    print(
+        f"{n:,} pings, {args.fences:,} fences: decode only {n / decode_s:,.0f}/s, "
+        f"decision step {n / decide_s:,.0f}/s ({decide_s / n * 1e6:.1f} µs/ping), "
+        f"ratio {decode_s / decide_s:.3f} (best of {args.repeat})"
+    )
+
+
+if __name__ == "__main__":
+    main()
