@@ -93,7 +93,9 @@ def test_reasons_for_typical_mistakes() -> None:
 number = st.one_of(st.floats(-200, 200), st.integers(-200, 200), st.none(), st.text(max_size=3))
 usual_pings = st.fixed_dictionaries(
     {
-        "device_id": st.one_of(st.text(max_size=130), st.integers(-(2**63), 2**63 - 1), st.sampled_from(["d", "sim-1"])),
+        "device_id": st.one_of(
+            st.text(max_size=130), st.integers(-(2**63), 2**63 - 1), st.sampled_from(["d", "sim-1"])
+        ),
         "ts": st.one_of(
             st.integers(0, 5_000_000_000_000), st.floats(0, 5e12), st.sampled_from(["2026-11-23T10:00:00+09:00", "x"])
         ),
