@@ -68,6 +68,7 @@ def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices
     def run() -> int:
         engine.stream_ms.clear()
         stores = {p: PartitionStore(None) for p in range(PARTITIONS)}
+        views = {p: StoreStates(stores[p], settings.state_cache_devices // PARTITIONS) for p in stores}
         for raw in devices:
             key = orjson.loads(raw)["device_id"].encode()
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
@@ -77,10 +78,9 @@ def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices
                 batch, rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
                 for i, exc in rejected:
                     _letter(msgs[i], exc)
-                states = StoreStates(stores[p])
-                found, candidates, _ = engine.decide(batch, states, StoreDevices(stores[p]), p)
+                found, candidates, _ = engine.decide(batch, views[p], StoreDevices(stores[p]), p)
                 out += sum(len(d.dumps()) for d in found) + sum(len(candidate_bytes(c)) for c in candidates)
-                stores[p].write_states([(k, v.dumps()) for k, v in states.dirty.items()], None)
+                stores[p].write_states([(k, v.dumps()) for k, v in views[p].take().items()], None)
         return out
 
     return run

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         1800.0, gt=0, description="A device silent this long inside a fence has left it (EXIT)."
     )
     presence_sweep_s: float = Field(60.0, gt=0, description="How often a worker looks for silent devices.")
+    state_cache_devices: int = Field(
+        200_000, ge=0, description="Decoded device states a worker keeps in memory between polls (0: none)."
+    )
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
 
     # --- catalog ---------------------------------------------------------------------------

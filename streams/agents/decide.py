@@ -15,9 +15,10 @@ never sends it twice) but never loses a ping.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,20 +43,50 @@ POLL_MS = 50
 
 
 class StoreStates:
-    """The engine's view of one partition's device state: reads through, writes kept until flushed."""
+    """The engine's view of one partition's device state: reads through to the store, writes
+    held until flushed. Decoded states of recent devices stay in memory between polls (up to
+    ``keep``), so a device pinging every few seconds is not read and decoded every poll."""
 
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStore, keep: int = 0) -> None:
         self.store = store
+        self.keep = keep
+        self.decoded: dict[str, DeviceState] = {}
         self.dirty: dict[str, DeviceState] = {}
 
     def get(self, device_id: str) -> DeviceState | None:
-        if device_id in self.dirty:
-            return self.dirty[device_id]
+        state = self.dirty.get(device_id) or self.decoded.get(device_id)
+        if state is not None:
+            return state
         raw = self.store.state(device_id)
-        return DeviceState.loads(raw) if raw is not None else None
+        if raw is None:
+            return None
+        state = DeviceState.loads(raw)
+        if self.keep:
+            self.decoded[device_id] = state
+        return state
 
     def put(self, device_id: str, state: DeviceState) -> None:
         self.dirty[device_id] = state
+
+    def take(self) -> dict[str, DeviceState]:
+        """The held writes (to flush); kept decoded for the next polls."""
+        dirty, self.dirty = self.dirty, {}
+        if self.keep:
+            self.decoded.update(dirty)
+            if len(self.decoded) > self.keep:  # forget the least recently loaded quarter
+                for device_id in list(itertools.islice(self.decoded, len(self.decoded) - self.keep * 3 // 4)):
+                    del self.decoded[device_id]
+        return dirty
+
+    def forget(self, device_ids: Iterable[str] | None = None) -> None:
+        """Drop decoded states (all of them by default): the engine may have changed them in a
+        poll whose writes failed, or the store deleted them."""
+        if device_ids is None:
+            self.decoded.clear()
+            self.dirty.clear()
+        else:
+            for device_id in device_ids:
+                self.decoded.pop(device_id, None)
 
 
 class StoreDevices:
@@ -105,6 +136,7 @@ class DecideLoop:
         self.metrics = metrics
         self.counts = counts
         self.stores: dict[int, PartitionStore] = {}
+        self.views: dict[int, StoreStates] = {}  # the engine's view of each store
         self.open_visits: dict[int, set[str]] = {}  # devices inside a fence, for the silence sweep
         self.lock = asyncio.Lock()
         self.producer: Any = None
@@ -155,6 +187,14 @@ class DecideLoop:
 
     async def handle(self, records: dict[Any, list[Any]]) -> None:
         """Decide one poll, write outputs, then state; return once all are acknowledged."""
+        try:
+            await self._handle(records)
+        except BaseException:
+            for view in self.views.values():  # the engine may have changed states it could not write
+                view.forget()
+            raise
+
+    async def _handle(self, records: dict[Any, list[Any]]) -> None:
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
         acks: list[Any] = []
@@ -173,9 +213,9 @@ class DecideLoop:
                 acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
             self.counts["pings"] += len(msgs)
             self.metrics.pings.inc(len(msgs))
-            states = StoreStates(self.stores[p])
+            states = self.views[p]
             found, candidates, gated = engine.decide(batch, states, StoreDevices(self.stores[p]), p)
-            dirty[p] = states.dirty
+            dirty[p] = states.take()
             for _, reason in gated:
                 self.counts[f"gated:{reason}"] += 1
                 self.metrics.gated.labels(reason=reason).inc()
@@ -265,6 +305,8 @@ class DecideLoop:
             self.apply_devices(p, msgs)
         for p in new:
             self.open_visits[p] = {d for d, raw in self.stores[p].states() if DeviceState.loads(raw).visits}
+            self.views[p] = StoreStates(self.stores[p])
+        self.share_cache()
         self.follow_devices_of(set(self.stores))
         self.metrics.set_assigned(decide_group(s), s.topic_pings, len(self.stores))
         log.info("decide partitions assigned: %s (restored %d state records)", sorted(parts), restored)
@@ -276,8 +318,15 @@ class DecideLoop:
                 if store is not None:
                     store.close()
                 self.open_visits.pop(p, None)
+                self.views.pop(p, None)
+            self.share_cache()
             self.follow_devices_of(set(self.stores))
             self.metrics.set_assigned(decide_group(self.settings), self.settings.topic_pings, len(self.stores))
+
+    def share_cache(self) -> None:
+        """Split the worker's decoded-state budget evenly over its partitions."""
+        for view in self.views.values():
+            view.keep = self.settings.state_cache_devices // len(self.views)
 
     def follow_devices_of(self, parts: set[int]) -> None:
         from aiokafka import TopicPartition
@@ -344,6 +393,7 @@ class DecideLoop:
                 tombstones = ((d.encode(), None) for d in ids)
                 sent = await send_records(self.producer, presence_changelog(self.settings), p, tombstones)
                 self.stores[p].write_states(((d, None) for d in ids), await next_offset(sent))
+                self.views[p].forget(ids)
                 self.open_visits.get(p, set()).difference_update(ids)
                 deleted += len(ids)
         if deleted:

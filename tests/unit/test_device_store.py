@@ -73,3 +73,28 @@ def test_engine_view_reads_through_and_holds_writes_until_flushed(store: Partiti
     device = StoreDevices(store).get("d1")
     assert device is not None and device.token == "t"
     assert StoreDevices(store).get("d2") is None
+
+
+def test_engine_view_keeps_recent_states_decoded_between_polls(store: PartitionStore) -> None:
+    for i in range(8):
+        store.write_states([(f"d{i}", DeviceState(ts_ms=i).dumps())], i + 1)
+    states = StoreStates(store, keep=4)
+    first = states.get("d0")
+    assert first is not None and states.get("d0") is first  # decoded once
+    first.ts_ms = 100
+    states.put("d0", first)
+    assert states.take() == {"d0": first} and states.dirty == {}
+    store.write_states([("d0", first.dumps())], 9)
+    assert states.get("d0") is first  # the next poll: not read again
+    for i in range(1, 8):
+        states.get(f"d{i}")
+    assert len(states.decoded) == 8
+    states.take()  # over the bound: the oldest loaded are forgotten, down to 3/4 of it
+    assert list(states.decoded) == ["d5", "d6", "d7"]
+    states.forget(["d6"])
+    assert "d6" not in states.decoded and states.get("d6") == DeviceState(ts_ms=6)
+    got = states.get("d7")
+    assert got is not None
+    got.ts_ms = 999  # changed by a poll whose writes then failed: everything decoded is dropped
+    states.forget()
+    assert states.get("d7") == DeviceState(ts_ms=7)
