@@ -417,19 +417,19 @@ class FenceIndex:
         pi = np.flatnonzero(~circ)
         if len(pi):
             f = fence[pi]
-            metric = self._metric_geoms()
+            metric = self._metric_boundaries()
             kx, ky = self._kx[f], self._ky[f]
             x = lng[pi]
             x = np.where(self.shifted[f] & (x < 0), x + 360.0, x)
             x0 = np.where(self.shifted[f] & (self.lng[f] < 0), self.lng[f] + 360.0, self.lng[f])
             pts = shapely.points((x - x0) * kx, (lat[pi] - self.lat[f]) * ky)
-            dist = shapely.distance(shapely.boundary(metric[f]), pts)
+            dist = shapely.distance(metric[f], pts)
             inside = self.contains(f, lat[pi], lng[pi])
             out[pi] = np.where(inside, -dist, dist)
         return out
 
-    def _metric_geoms(self) -> np.ndarray:
-        """Polygons in metres east/north of their representative point (built on first use)."""
+    def _metric_boundaries(self) -> np.ndarray:
+        """Polygons' boundaries in metres east/north of their representative point (built on first use)."""
         if self._metric is None:
             m, n = radii(self.lat)
             self._kx = n * np.cos(np.radians(self.lat)) * math.pi / 180.0
@@ -441,7 +441,8 @@ class FenceIndex:
                 f = poly[which]
                 x0 = np.where(self.shifted[f] & (self.lng[f] < 0), self.lng[f] + 360.0, self.lng[f])
                 new = np.c_[(coords[:, 0] - x0) * self._kx[f], (coords[:, 1] - self.lat[f]) * self._ky[f]]
-                metric[poly] = shapely.set_coordinates(shapely.from_wkb(shapely.to_wkb(self.geoms[poly])), new)
+                polygons = shapely.set_coordinates(shapely.from_wkb(shapely.to_wkb(self.geoms[poly])), new)
+                metric[poly] = shapely.boundary(polygons)
             self._metric = metric
         return self._metric
 

@@ -216,9 +216,9 @@ class DecideLoop:
             states = self.views[p]
             found, candidates, gated = engine.decide(batch, states, StoreDevices(self.stores[p]), p)
             dirty[p] = states.take()
-            for _, reason in gated:
-                self.counts[f"gated:{reason}"] += 1
-                self.metrics.gated.labels(reason=reason).inc()
+            for reason, n in Counter(reason for _, reason in gated).items():
+                self.counts[f"gated:{reason}"] += n
+                self.metrics.gated.labels(reason=reason).inc(n)
             observe_decisions(self.metrics, found)
             for d in found:
                 self.counts[f"decision:{d.outcome}:{d.reason}"] += 1
