@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+STATE_FORMAT = 2  # first element of a serialised state; format 1 began with the time (ms, never 2)
+
 
 @dataclass(slots=True)
 class Visit:
@@ -30,28 +32,56 @@ class DeviceState:
     held: list[str] = field(default_factory=list)  # inside, kept from entering (said once)
 
     def dumps(self) -> bytes:
+        """Format 2: ``[2, ts, lat, lng, {store: [ts - entered, ts - last_in, fired?]},
+        [[ts - sent, campaign, store]], held]`` — times relative to the last ping (short
+        numbers), an empty ``fired`` left out."""
+        t = self.ts_ms
         return orjson.dumps(
             [
-                self.ts_ms,
+                STATE_FORMAT,
+                t,
                 self.lat,
                 self.lng,
-                {k: [v.entered_ms, v.last_in_ms, v.fired] for k, v in self.visits.items()},
-                self.sent,
+                {
+                    k: [t - v.entered_ms, t - v.last_in_ms, v.fired]
+                    if v.fired
+                    else [t - v.entered_ms, t - v.last_in_ms]
+                    for k, v in self.visits.items()
+                },
+                [[t - a, b, c] for a, b, c in self.sent],
                 self.held,
             ]
         )
 
     @classmethod
     def loads(cls, raw: bytes) -> DeviceState:
-        ts, lat, lng, visits, sent, held = orjson.loads(raw)
+        """Format 2, or format 1 (absolute times, no marker) as written before."""
+        obj = orjson.loads(raw)
+        if obj[0] != STATE_FORMAT:
+            ts, lat, lng, visits, sent, held = obj
+            return cls(
+                ts,
+                lat,
+                lng,
+                {k: Visit(v[0], v[1], list(v[2])) for k, v in visits.items()},
+                [(int(a), str(b), str(c)) for a, b, c in sent],
+                list(held),
+            )
+        _, t, lat, lng, visits, sent, held = obj
         return cls(
-            ts,
+            t,
             lat,
             lng,
-            {k: Visit(v[0], v[1], list(v[2])) for k, v in visits.items()},
-            [(int(a), str(b), str(c)) for a, b, c in sent],
-            list(held),
+            {k: Visit(t - v[0], t - v[1], v[2] if len(v) > 2 else []) for k, v in visits.items()},
+            [(t - a, b, c) for a, b, c in sent],
+            held,
         )
+
+    @staticmethod
+    def ts_of(raw: bytes) -> int:
+        """The last accepted ping's time, from the serialised state (for expiry scans)."""
+        obj = orjson.loads(raw)
+        return int(obj[1] if obj[0] == STATE_FORMAT else obj[0])
 
     def prune_sent(self, now_ms: int, keep_ms: int) -> None:
         """Forget notifications older than the longest cap window."""

@@ -374,7 +374,7 @@ class DecideLoop:
                 continue
             for i, (device_id, raw) in enumerate(store.states()):
                 keys += 1
-                if now - orjson.loads(raw)[0] > engine.ttl_ms:
+                if now - DeviceState.ts_of(raw) > engine.ttl_ms:
                     gone.setdefault(p, []).append(device_id)
                 if i % 10_000 == 9_999:
                     await asyncio.sleep(0)
@@ -388,7 +388,7 @@ class DecideLoop:
                     continue
                 now = engine.stream_ms[p]
                 ids = [
-                    d for d in ids if (cur := self.stores[p].state(d)) and now - orjson.loads(cur)[0] > engine.ttl_ms
+                    d for d in ids if (cur := self.stores[p].state(d)) and now - DeviceState.ts_of(cur) > engine.ttl_ms
                 ]
                 tombstones = ((d.encode(), None) for d in ids)
                 sent = await send_records(self.producer, presence_changelog(self.settings), p, tombstones)

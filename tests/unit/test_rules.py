@@ -158,9 +158,13 @@ def test_state_round_trips_and_is_small() -> None:
     st = DeviceState(ts_ms=T0, lat=35.123456, lng=139.654321, visits={"tokyo-shibuya-001": Visit(T0, T0 + 5, ["a"])},
                      sent=[(T0, "autumn-latte", "tokyo-shibuya-001")])  # fmt: skip
     raw = st.dumps()
-    assert DeviceState.loads(raw) == st
+    assert DeviceState.loads(raw) == st and DeviceState.ts_of(raw) == T0
     assert len(DeviceState(ts_ms=T0, lat=35.123456, lng=139.654321).dumps()) < 64
-    assert len(raw) < 200
+    assert len(raw) < 120
+    # format 1 (absolute times, written by earlier versions) still reads
+    v1 = b'[%d,35.123456,139.654321,{"tokyo-shibuya-001":[%d,%d,["a"]]},[[%d,"autumn-latte","tokyo-shibuya-001"]],[]]'
+    old = v1 % (T0, T0, T0 + 5, T0)
+    assert DeviceState.loads(old) == st and DeviceState.ts_of(old) == T0
 
 
 def test_date_bounds_are_inclusive() -> None:
