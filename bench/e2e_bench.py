@@ -47,6 +47,7 @@ START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
 PINGS_PER_DEVICE = 31  # the simulator's average
 STALL_S = 120.0
 PROBE_EVERY = 50
+WINDOWS = ""  # the last latency run's p50/p99 per 5 s of load
 
 
 def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
@@ -262,9 +263,15 @@ async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float
     await asyncio.sleep(5)
     decisions = [m.timestamp - Decision.loads(m.value).ts.timestamp() * 1000
                  for m in await read_all(s, s.topic_decisions)]  # fmt: skip
-    probes = [m.timestamp - orjson.loads(orjson.loads(m.value)["payload"])["sent_ms"]
-              for m in await read_all(s, s.topic_pings_dlq)]  # fmt: skip
-    return decisions, probes
+    sent = [(orjson.loads(orjson.loads(m.value)["payload"])["sent_ms"], m.timestamp)
+            for m in await read_all(s, s.topic_pings_dlq)]  # fmt: skip
+    start_ms = min((a for a, _ in sent), default=0.0)
+    windows: dict[int, list[float]] = {}
+    for a, b in sent:
+        windows.setdefault(int((a - start_ms) // 5000), []).append(b - a)
+    global WINDOWS
+    WINDOWS = ", ".join(f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items()))
+    return decisions, [b - a for a, b in sent]
 
 
 async def read_all(s: Settings, topic: str) -> list[Any]:
@@ -422,6 +429,7 @@ def latency_section(
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
+        f"  Dead-letter p50/p99 ms per 5 s of load: {WINDOWS}.",
         "",
     ]
 

@@ -97,6 +97,7 @@ class Engine:
         self.catalog = catalog
         self.rules = rules
         self.index = index or FenceIndex(catalog.fences)
+        self.index.warm()
         self.stream_ms: dict[int, int] = {}
         self.matched_pings = 0  # pings inside at least one fence (uncertain included), for metrics
         self.fence_of = {sid: i for i, sid in enumerate(self.index.store_ids)}

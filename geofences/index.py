@@ -428,6 +428,10 @@ class FenceIndex:
             out[pi] = np.where(inside, -dist, dist)
         return out
 
+    def warm(self) -> None:
+        """Build what is otherwise built on first use, so the first pings do not wait for it."""
+        self._metric_boundaries()
+
     def _metric_boundaries(self) -> np.ndarray:
         """Polygons' boundaries in metres east/north of their representative point (built on first use)."""
         if self._metric is None:

@@ -32,6 +32,10 @@ class Metrics:
                                      "requests.", buckets=FCM_BUCKETS, registry=r)  # fmt: skip
         self.decision_latency = Histogram("geopush_ping_to_decision_seconds", "Ping event time to decision time.",
                                           buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.poll_phase = Histogram("geopush_decide_poll_phase_seconds", "Time of each phase of a decision-step "
+                                    "poll: decide (parse, match, rules), outputs (acks of decisions, candidates, "
+                                    "dead letters), state (changelog acks, local store), commit.", ["phase"],
+                                    buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.catalog_info = Gauge("geopush_catalog_info", "The running catalog (value 1).", ["version"], registry=r)
         self.catalog_fences = Gauge("geopush_catalog_fences", "Geofences in the running catalog.", registry=r)
         self.catalog_failures = Counter("geopush_catalog_failures", "Published catalogs this worker could not "

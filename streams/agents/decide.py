@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from streams.topics import outbox_topic, presence_changelog
 log = logging.getLogger("geopush.decide")
 BATCH_MAX = 5000  # records per poll
 POLL_MS = 50
+SLOW_POLL_S = 1.0  # a poll taking longer is logged with its phases (pings wait that long)
 
 
 class StoreStates:
@@ -141,6 +143,7 @@ class DecideLoop:
         self.lock = asyncio.Lock()
         self.producer: Any = None
         self.devices_consumer: Any = None
+        self.phases: dict[str, float] = {}  # seconds spent in each phase of the last poll
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -172,18 +175,32 @@ class DecideLoop:
                     records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.stores}
                     if not records:
                         continue
+                    began = time.perf_counter()
                     await self.handle(records)
+                    handled = time.perf_counter()
                     try:
                         await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
                     except CommitFailedError as exc:  # the group moved on; the new owner redoes them
                         self.counts["commit_failed"] += 1
                         log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
+                    self.report_slow(records, began, handled)
         finally:
             await consumer.stop()
             await self.devices_consumer.stop()
             await self.producer.stop()
             for store in self.stores.values():
                 store.close()
+
+    def report_slow(self, records: dict[Any, list[Any]], began: float, handled: float) -> None:
+        """Time each phase of the poll (metric); log a poll slower than SLOW_POLL_S with its phases."""
+        done = time.perf_counter()
+        self.phases["commit"] = done - handled
+        for phase, seconds in self.phases.items():
+            self.metrics.poll_phase.labels(phase=phase).observe(seconds)
+        if done - began >= SLOW_POLL_S:
+            n = sum(len(m) for m in records.values())
+            phases = ", ".join(f"{k} {v * 1000:.0f}" for k, v in self.phases.items())
+            log.warning("slow poll: %d records in %.0f ms (%s)", n, (done - began) * 1000, phases)
 
     async def handle(self, records: dict[Any, list[Any]]) -> None:
         """Decide one poll, write outputs, then state; return once all are acknowledged."""
@@ -195,6 +212,7 @@ class DecideLoop:
             raise
 
     async def _handle(self, records: dict[Any, list[Any]]) -> None:
+        began = time.perf_counter()
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
         acks: list[Any] = []
@@ -230,8 +248,11 @@ class DecideLoop:
                 key = (c.decision.campaign_id or "").encode()
                 acks.append(await producer.send(outbox_topic(s), key=key, value=candidate_bytes(c)))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
+        decided = time.perf_counter()
         await asyncio.gather(*acks)
+        acked = time.perf_counter()
         await self.write_states(dirty)
+        self.phases = {"decide": decided - began, "outputs": acked - decided, "state": time.perf_counter() - acked}
 
     async def write_states(self, dirty: dict[int, dict[str, DeviceState]]) -> None:
         """Changelog first (acknowledged), then the local store with the offset it now reflects."""

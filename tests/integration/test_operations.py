@@ -90,6 +90,7 @@ def test_operators_view_of_a_running_worker(running: tuple[Settings, WorkerProce
     text = httpx.get(url(s, "/metrics")).text
     assert "geopush_pings_total" in text and "geopush_decisions_total{" in text
     assert "geopush_catalog_fences 20.0" in text and "geopush_ping_to_decision_seconds_bucket" in text
+    assert 'geopush_decide_poll_phase_seconds_bucket{le="0.05",phase="outputs"}' in text
     for forbidden in ("sim-", "tok-", "lat=", "lng="):  # no device ids, tokens or coordinates in labels
         assert forbidden not in text
 
