@@ -47,7 +47,6 @@ START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
 PINGS_PER_DEVICE = 31  # the simulator's average
 STALL_S = 120.0
 PROBE_EVERY = 50
-WINDOWS = ""  # the last latency run's p50/p99 per 5 s of load
 
 
 def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
@@ -237,7 +236,9 @@ def state_bytes(s: Settings) -> list[int]:
     return list(latest.values())
 
 
-async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float) -> tuple[list[float], list[float]]:
+async def latency_run(
+    s: Settings, pings: list[Any], rate: float, seconds: float
+) -> tuple[list[float], list[float], str]:
     """Pings at ``rate``/s with ts = send time. Milliseconds (a) from ping time to each decision
     record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead letter."""
     from aiokafka import AIOKafkaProducer
@@ -269,9 +270,10 @@ async def latency_run(s: Settings, pings: list[Any], rate: float, seconds: float
     windows: dict[int, list[float]] = {}
     for a, b in sent:
         windows.setdefault(int((a - start_ms) // 5000), []).append(b - a)
-    global WINDOWS
-    WINDOWS = ", ".join(f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items()))
-    return decisions, [b - a for a, b in sent]
+    by_window = ", ".join(
+        f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items())
+    )
+    return decisions, [b - a for a, b in sent], by_window
 
 
 async def read_all(s: Settings, topic: str) -> list[Any]:
@@ -420,7 +422,7 @@ def latency_section(
                 pass
             time.sleep(0.5)
         time.sleep(3)
-        lat, probes = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds))
+        lat, probes, by_window = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds))
     finally:
         proc.terminate()
         proc.wait(60)
@@ -429,7 +431,7 @@ def latency_section(
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
-        f"  Dead-letter p50/p99 ms per 5 s of load: {WINDOWS}.",
+        f"  Dead-letter p50/p99 ms per 5 s of load: {by_window}.",
         "",
     ]
 
