@@ -152,21 +152,20 @@ class Engine:
             if state is None or ping.ts_ms - state.ts_ms > self.ttl_ms:
                 state = DeviceState()  # new, or idle past the TTL: start afresh
                 states.loaded[ping.device_id] = state
+            result: Step | None = None
             if not (seen[k] or state.visits or state.held):  # most pings: near no store, none to leave
                 reason, dropped = quiet_step(ping, state, stream_ms, self.rules)
-                if reason is not None:
-                    gated.append((ping, reason))
-                if not dropped:
-                    state.prune_sent(ping.ts_ms, self.keep_ms)
-                    states.put(ping.device_id, state)
+            else:
+                outside = self._outside(k, state, seen[k], away) if state.visits else {}
+                result = step(ping, state, seen[k], outside, stream_ms, self.rules)
+                reason, dropped = result.gate, result.dropped
+            if reason is not None:
+                gated.append((ping, reason))
+            if dropped:
                 continue
-            outside = self._outside(k, state, seen[k], away) if state.visits else {}
-            result = step(ping, state, seen[k], outside, stream_ms, self.rules)
-            if result.gate is not None:
-                gated.append((ping, result.gate))
-            if result.dropped:
-                continue
-            if result.entered or result.exited or result.blocked_enter or (seen[k] and state.visits):
+            if result is not None and (
+                result.entered or result.exited or result.blocked_enter or (seen[k] and state.visits)
+            ):
                 self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
             state.prune_sent(ping.ts_ms, self.keep_ms)
             states.put(ping.device_id, state)

@@ -183,7 +183,7 @@ class DecideLoop:
                     except CommitFailedError as exc:  # the group moved on; the new owner redoes them
                         self.counts["commit_failed"] += 1
                         log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
-                    self.report_slow(records, began, handled)
+                    self.observe_poll(records, began, handled)
         finally:
             await consumer.stop()
             await self.devices_consumer.stop()
@@ -191,7 +191,7 @@ class DecideLoop:
             for store in self.stores.values():
                 store.close()
 
-    def report_slow(self, records: dict[Any, list[Any]], began: float, handled: float) -> None:
+    def observe_poll(self, records: dict[Any, list[Any]], began: float, handled: float) -> None:
         """Time each phase of the poll (metric); log a poll slower than SLOW_POLL_S with its phases."""
         done = time.perf_counter()
         self.phases["commit"] = done - handled
