@@ -143,7 +143,6 @@ class DecideLoop:
         self.lock = asyncio.Lock()
         self.producer: Any = None
         self.devices_consumer: Any = None
-        self.phases: dict[str, float] = {}  # seconds spent in each phase of the last poll
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -176,14 +175,15 @@ class DecideLoop:
                     if not records:
                         continue
                     began = time.perf_counter()
-                    await self.handle(records)
+                    phases = await self.handle(records)
                     handled = time.perf_counter()
                     try:
                         await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
                     except CommitFailedError as exc:  # the group moved on; the new owner redoes them
                         self.counts["commit_failed"] += 1
                         log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
-                    self.observe_poll(records, began, handled)
+                    phases["commit"] = time.perf_counter() - handled
+                    self.observe_poll(records, time.perf_counter() - began, phases)
         finally:
             await consumer.stop()
             await self.devices_consumer.stop()
@@ -191,27 +191,26 @@ class DecideLoop:
             for store in self.stores.values():
                 store.close()
 
-    def observe_poll(self, records: dict[Any, list[Any]], began: float, handled: float) -> None:
-        """Time each phase of the poll (metric); log a poll slower than SLOW_POLL_S with its phases."""
-        done = time.perf_counter()
-        self.phases["commit"] = done - handled
-        for phase, seconds in self.phases.items():
-            self.metrics.poll_phase.labels(phase=phase).observe(seconds)
-        if done - began >= SLOW_POLL_S:
+    def observe_poll(self, records: dict[Any, list[Any]], seconds: float, phases: dict[str, float]) -> None:
+        """Each phase of the poll into its histogram; a poll slower than SLOW_POLL_S also logged."""
+        for phase, spent in phases.items():
+            self.metrics.poll_phase.labels(phase=phase).observe(spent)
+        if seconds >= SLOW_POLL_S:
             n = sum(len(m) for m in records.values())
-            phases = ", ".join(f"{k} {v * 1000:.0f}" for k, v in self.phases.items())
-            log.warning("slow poll: %d records in %.0f ms (%s)", n, (done - began) * 1000, phases)
+            where = ", ".join(f"{k} {v * 1000:.0f}" for k, v in phases.items())
+            log.warning("slow poll: %d records in %.0f ms (%s)", n, seconds * 1000, where)
 
-    async def handle(self, records: dict[Any, list[Any]]) -> None:
-        """Decide one poll, write outputs, then state; return once all are acknowledged."""
+    async def handle(self, records: dict[Any, list[Any]]) -> dict[str, float]:
+        """Decide one poll, write outputs, then state; once all are acknowledged, return the
+        seconds each phase took (decide, outputs, state)."""
         try:
-            await self._handle(records)
+            return await self._handle(records)
         except BaseException:
             for view in self.views.values():  # the engine may have changed states it could not write
                 view.forget()
             raise
 
-    async def _handle(self, records: dict[Any, list[Any]]) -> None:
+    async def _handle(self, records: dict[Any, list[Any]]) -> dict[str, float]:
         began = time.perf_counter()
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
@@ -252,7 +251,7 @@ class DecideLoop:
         await asyncio.gather(*acks)
         acked = time.perf_counter()
         await self.write_states(dirty)
-        self.phases = {"decide": decided - began, "outputs": acked - decided, "state": time.perf_counter() - acked}
+        return {"decide": decided - began, "outputs": acked - decided, "state": time.perf_counter() - acked}
 
     async def write_states(self, dirty: dict[int, dict[str, DeviceState]]) -> None:
         """Changelog first (acknowledged), then the local store with the offset it now reflects."""
