@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from geofences.geodesy import destination, distance_m
+from geofences.geodesy import destination, distance_m, within_m
 from geofences.index import FenceIndex
 from geofences.shapes import Fence
 
@@ -91,7 +91,7 @@ class StrtreeMatcher:
     def match(self, lat: np.ndarray, lng: np.ndarray) -> set[tuple[int, int]]:
         pts = shapely.points(lng, lat)
         p, c = self.ctree.query(pts)
-        ok = distance_m(self.clat[c], self.clng[c], lat[p], lng[p]) <= self.crad[c]
+        ok = within_m(self.clat[c], self.clng[c], lat[p], lng[p], self.crad[c])
         p2, g = self.ptree.query(pts, predicate="intersects")
         ping = np.concatenate([p[ok], p2])
         fence = np.concatenate([self.circle_ids[c[ok]], self.poly_ids[g]])

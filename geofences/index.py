@@ -30,7 +30,7 @@ from h3ronpy import ContainmentMode, grid_disk
 from h3ronpy import vector as h3v
 from numpy.typing import ArrayLike, NDArray
 
-from geofences.geodesy import distance_m, radii, wrap_lng
+from geofences.geodesy import distance_m, radii, within_m, wrap_lng
 from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
@@ -360,7 +360,7 @@ class FenceIndex:
         ci = np.flatnonzero(circ)
         if len(ci):
             f = fence[ci]
-            out[ci] = distance_m(self.lat[f], self.lng[f], lat[ci], lng[ci]) <= self.radius[f]
+            out[ci] = within_m(self.lat[f], self.lng[f], lat[ci], lng[ci], self.radius[f])
         pi = np.flatnonzero(~circ)
         if len(pi):
             f = fence[pi]

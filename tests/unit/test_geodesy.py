@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 
-from geofences.geodesy import destination, distance_m, distance_m_one
+from geofences.geodesy import destination, distance_m, distance_m_one, within_m
 
 GEOD = pyproj.Geod(ellps="WGS84")
 
@@ -34,3 +34,17 @@ def test_destination_inverts_distance() -> None:
     lat, lng = destination(35.0, 139.0, np.array([3000.0, -7000.0]), np.array([4000.0, 100.0]))
     d = distance_m(35.0, 139.0, lat, lng)
     np.testing.assert_allclose(d, [5000.0, np.hypot(7000.0, 100.0)], rtol=1e-9)
+
+
+def test_circle_test_is_exact_within_the_models_error() -> None:
+    """Points 0–15 cm either side of 10 km circles near 85°, where the model is off by ~12 cm:
+    in or out as the exact geodesic says (the model alone gets some wrong)."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    lat0, lng0 = rng.choice([84.8, -84.8], n), rng.uniform(-180, 180, n)
+    radius = np.full(n, 10_000.0)
+    d = radius + rng.uniform(-0.15, 0.15, n)
+    lng1, lat1, _ = GEOD.fwd(lng0, lat0, rng.uniform(0, 360, n), d)
+    truth = d <= radius
+    assert (within_m(lat0, lng0, lat1, lng1, radius) == truth).all()
+    assert ((distance_m(lat0, lng0, lat1, lng1) <= radius) != truth).any()
