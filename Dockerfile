@@ -7,7 +7,15 @@ COPY geofences ./geofences
 COPY decisions ./decisions
 COPY delivery ./delivery
 COPY streams ./streams
-RUN pip install --no-cache-dir -c constraints.txt .
+COPY scripts/native.py ./scripts/native.py
+# the package, then its hot path compiled with mypyc (a C compiler only while building), then
+# the package again with the compiled modules in it
+RUN pip install --no-cache-dir -c constraints.txt . mypy \
+ && apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && python scripts/native.py >/dev/null \
+ && pip install --no-cache-dir --no-deps --force-reinstall . \
+ && pip uninstall -y mypy && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+ && rm -rf /var/lib/apt/lists/* build
 COPY config ./config
 ENV GEOPUSH_WEB_HOST=0.0.0.0 \
     GEOPUSH_DATA_DIR=/var/lib/geopush \

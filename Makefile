@@ -4,10 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GEOPUSH := $(VENV)/bin/geopush
 STAMP := $(VENV)/.installed
+# the hot path compiled with mypyc (geofences/native.py says which modules, and when they are used)
+NATIVE := build/native/.built
+NATIVE_SRC := $(wildcard decisions/*.py geofences/*.py) scripts/native.py
 
-.PHONY: install system run test unit lint bench clean
+.PHONY: install system native run test unit lint bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt decisions/__init__.py geofences/__init__.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
@@ -16,7 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 system:
 	@bash scripts/system-packages.sh
 
-install: system $(STAMP)
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(PY) scripts/native.py >build-native.log 2>&1 || { tail -20 build-native.log; exit 1; }
+	@rm -f build-native.log
+	@mkdir -p $(dir $@) && touch $@
+
+native: $(NATIVE)
+
+install: system $(STAMP) $(NATIVE)
 	@$(GEOPUSH) kafka fetch
 
 run: install
@@ -27,7 +37,7 @@ test: install
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-unit: $(STAMP)
+unit: $(STAMP) $(NATIVE)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
@@ -39,4 +49,5 @@ bench: install
 	$(PY) -m bench.index_bench
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var build .pytest_cache .mypy_cache .ruff_cache
+	rm -f decisions/*.so geofences/*.so

@@ -106,6 +106,11 @@ class Engine:
         for c in sorted(catalog.campaigns, key=lambda c: -c.priority):
             for sid in catalog.campaign_stores(c):
                 self.by_trigger[(sid, c.trigger)].append(c)
+        self.dwells: dict[str, list[tuple[str, float]]] = {  # store -> (campaign id, dwell ms) of its dwell campaigns
+            sid: [(c.id, c.dwell_seconds * 1000) for c in cs if c.dwell_seconds is not None]
+            for (sid, trigger), cs in self.by_trigger.items()
+            if trigger == "dwell"
+        }
         self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
@@ -164,7 +169,7 @@ class Engine:
             if dropped:
                 continue
             if result is not None and (
-                result.entered or result.exited or result.blocked_enter or (seen[k] and state.visits)
+                result.entered or result.exited or result.blocked_enter or self._dwell_due(ping.ts_ms, state, seen[k])
             ):
                 self._transitions(ping, state, result, seen[k], devices, decisions, candidates)
             state.prune_sent(ping.ts_ms, self.keep_ms)
@@ -246,6 +251,20 @@ class Engine:
         """Distance to each store the device is visiting but ping ``k`` is not inside (NaN: the
         store left the catalog)."""
         return {s: away.get((k, s), NAN) for s in state.visits if s not in inside}
+
+    def _dwell_due(self, ts_ms: int, state: DeviceState, inside: Inside) -> bool:
+        """Whether a visit the ping confirms has a dwell campaign due and not yet fired (most
+        pings of a dwelling device: none, so the transitions step is skipped)."""
+        if not state.visits:
+            return False
+        for store_id in inside:
+            visit = state.visits.get(store_id)
+            if visit is None:
+                continue
+            for campaign_id, dwell_ms in self.dwells.get(store_id, ()):
+                if ts_ms - visit.entered_ms >= dwell_ms and campaign_id not in visit.fired:
+                    return True
+        return False
 
     def _transitions(
         self,

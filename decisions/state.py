@@ -6,11 +6,15 @@ compact orjson array, because millions of devices live in a changelog-backed tab
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 STATE_FORMAT = 2  # first element of a serialised state; format 1 began with the time (ms, never 2)
+PACKED = b"Z"  # a state longer than PACK_OVER bytes is stored as PACKED + zlib of its JSON
+PACK_OVER = 768  # rare (a device inside dozens of overlapping fences); the usual state stays plain JSON
 
 
 @dataclass(slots=True)
@@ -34,9 +38,10 @@ class DeviceState:
     def dumps(self) -> bytes:
         """Format 2: ``[2, ts, lat, lng, {store: [ts - entered, ts - last_in, fired?]},
         [[ts - sent, campaign, store]], held]`` — times relative to the last ping (short
-        numbers), an empty ``fired`` left out."""
+        numbers), an empty ``fired`` left out. Longer than PACK_OVER: zlib-compressed, so no
+        state is much over 1 KiB (store ids repeat a lot)."""
         t = self.ts_ms
-        return orjson.dumps(
+        raw = orjson.dumps(
             [
                 STATE_FORMAT,
                 t,
@@ -52,11 +57,12 @@ class DeviceState:
                 self.held,
             ]
         )
+        return PACKED + zlib.compress(raw, 6) if len(raw) > PACK_OVER else raw
 
     @classmethod
     def loads(cls, raw: bytes) -> DeviceState:
-        """Format 2, or format 1 (absolute times, no marker) as written before."""
-        obj = orjson.loads(raw)
+        """Format 2 (plain or packed), or format 1 (absolute times, no marker) as written before."""
+        obj = _json(raw)
         if obj[0] != STATE_FORMAT:
             ts, lat, lng, visits, sent, held = obj
             return cls(
@@ -80,10 +86,16 @@ class DeviceState:
     @staticmethod
     def ts_of(raw: bytes) -> int:
         """The last accepted ping's time, from the serialised state (for expiry scans)."""
-        obj = orjson.loads(raw)
+        obj = _json(raw)
         return int(obj[1] if obj[0] == STATE_FORMAT else obj[0])
 
     def prune_sent(self, now_ms: int, keep_ms: int) -> None:
         """Forget notifications older than the longest cap window."""
         if self.sent and self.sent[0][0] < now_ms - keep_ms:
             self.sent = [s for s in self.sent if s[0] >= now_ms - keep_ms]
+
+
+def _json(raw: bytes) -> list[Any]:
+    """The JSON array of a serialised state, unpacked if it was compressed."""
+    obj: list[Any] = orjson.loads(zlib.decompress(raw[1:]) if raw[:1] == PACKED else raw)
+    return obj

@@ -36,6 +36,9 @@ class Metrics:
                                     "poll: decide (parse, match, rules), outputs (acks of decisions, candidates, "
                                     "dead letters), state (changelog acks, local store), commit.", ["phase"],
                                     buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.gc_pause = Histogram("geopush_gc_pause_seconds", "Garbage-collector pauses of the worker process, "
+                                  "by generation (2: a full collection).", ["generation"],
+                                  buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.catalog_info = Gauge("geopush_catalog_info", "The running catalog (value 1).", ["version"], registry=r)
         self.catalog_fences = Gauge("geopush_catalog_fences", "Geofences in the running catalog.", registry=r)
         self.catalog_failures = Counter("geopush_catalog_failures", "Published catalogs this worker could not "

@@ -6,6 +6,7 @@ import logging
 
 import faust
 
+from streams.heap import settle_heap
 from streams.settings import Settings
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -23,5 +24,9 @@ def build_worker(app: faust.App, settings: Settings) -> faust.Worker:
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:
-    """Start ``app`` and block until SIGTERM/SIGINT; Faust commits and closes on the way out."""
-    build_worker(app, settings).execute_from_commandline()
+    """Start ``app`` and block until SIGTERM/SIGINT; Faust commits and closes on the way out.
+
+    What was built so far (catalog, fence index) is frozen out of garbage collection first."""
+    worker = build_worker(app, settings)
+    settle_heap()
+    worker.execute_from_commandline()

@@ -15,11 +15,11 @@ never sends it twice) but never loses a ping.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +31,9 @@ from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
+from streams.device_view import Changes, StoreDevices, StoreStates
 from streams.groups import Rebalance, decide_group
+from streams.heap import Pauses, settle_heap
 from streams.metrics import Metrics
 from streams.produce import next_offset, producer_kwargs, send_records
 from streams.restore import end_offsets, read_to_end
@@ -42,64 +44,6 @@ log = logging.getLogger("geopush.decide")
 BATCH_MAX = 5000  # records per poll
 POLL_MS = 50
 SLOW_POLL_S = 1.0  # a poll taking longer is logged with its phases (pings wait that long)
-
-
-class StoreStates:
-    """The engine's view of one partition's device state: reads through to the store, writes
-    held until flushed. Decoded states of recent devices stay in memory between polls (up to
-    ``keep``), so a device pinging every few seconds is not read and decoded every poll."""
-
-    def __init__(self, store: PartitionStore, keep: int = 0) -> None:
-        self.store = store
-        self.keep = keep
-        self.decoded: dict[str, DeviceState] = {}
-        self.dirty: dict[str, DeviceState] = {}
-
-    def get(self, device_id: str) -> DeviceState | None:
-        state = self.dirty.get(device_id) or self.decoded.get(device_id)
-        if state is not None:
-            return state
-        raw = self.store.state(device_id)
-        if raw is None:
-            return None
-        state = DeviceState.loads(raw)
-        if self.keep:
-            self.decoded[device_id] = state
-        return state
-
-    def put(self, device_id: str, state: DeviceState) -> None:
-        self.dirty[device_id] = state
-
-    def take(self) -> dict[str, DeviceState]:
-        """The held writes (to flush); kept decoded for the next polls."""
-        dirty, self.dirty = self.dirty, {}
-        if self.keep:
-            self.decoded.update(dirty)
-            if len(self.decoded) > self.keep:  # forget the least recently loaded quarter
-                for device_id in list(itertools.islice(self.decoded, len(self.decoded) - self.keep * 3 // 4)):
-                    del self.decoded[device_id]
-        return dirty
-
-    def forget(self, device_ids: Iterable[str] | None = None) -> None:
-        """Drop decoded states (all of them by default): the engine may have changed them in a
-        poll whose writes failed, or the store deleted them."""
-        if device_ids is None:
-            self.decoded.clear()
-            self.dirty.clear()
-        else:
-            for device_id in device_ids:
-                self.decoded.pop(device_id, None)
-
-
-class StoreDevices:
-    """The engine's view of one partition's device records."""
-
-    def __init__(self, store: PartitionStore) -> None:
-        self.store = store
-
-    def get(self, device_id: str) -> Device | None:
-        raw = self.store.device(device_id)
-        return Device.loads(raw) if raw is not None else None
 
 
 def engine_for(catalog: Catalog, settings: Settings) -> Engine:
@@ -121,16 +65,34 @@ class LiveEngine:
         new = engine_for(catalog, self.settings)
         new.stream_ms = dict(self.engine.stream_ms)
         old, self.engine = self.engine.version, new
+        settled = settle_heap()  # the new catalog out of future collections, the old one freed
         log.info(
-            "catalog %s applied (was %s): %d stores, %d campaigns, %d index cells",
-            catalog.version, old, len(catalog.stores), len(catalog.campaigns), new.index.cell_count(),
+            "catalog %s applied (was %s): %d stores, %d campaigns, %d index cells (heap settled in %.2f s)",
+            catalog.version, old, len(catalog.stores), len(catalog.campaigns), new.index.cell_count(), settled,
         )  # fmt: skip
         for listener in self.on_swap:
             listener(catalog)
 
 
+@dataclass
+class Checkpoint:
+    """What one decided poll still has to make durable, in this order: its outputs acknowledged,
+    its state changes on the changelog (acknowledged), then in the local stores, then the pings'
+    offsets committed."""
+
+    records: int
+    acks: list[Any]
+    changes: dict[int, Changes]
+    offsets: dict[Any, int]
+    began: float
+    decide_s: float
+
+
 class DecideLoop:
-    """Consumes pings in batches; owns the device state of the partitions it is assigned."""
+    """Consumes pings in batches; owns the device state of the partitions it is assigned.
+
+    Poll N+1 is decided while poll N's checkpoint waits for the broker (at most one checkpoint
+    in flight), so a ping never waits behind another poll's acknowledgements."""
 
     def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics, counts: Counter[str]) -> None:
         self.settings = settings
@@ -143,11 +105,12 @@ class DecideLoop:
         self.lock = asyncio.Lock()
         self.producer: Any = None
         self.devices_consumer: Any = None
+        self.inflight: asyncio.Future[None] | None = None  # the previous poll's checkpoint
+        self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-        from aiokafka.errors import CommitFailedError
 
         s = self.settings
         consumer = AIOKafkaConsumer(
@@ -168,54 +131,84 @@ class DecideLoop:
             while True:
                 records = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_MAX)
                 async with self.lock:
+                    if self.failure is not None:
+                        raise self.failure
+                    if self.inflight is not None and self.inflight.done():
+                        await self.settle()
                     await self.follow_devices()
                     # a rebalance may have taken a partition between the poll and the lock: its
                     # records are left (not committed) for the new owner
                     records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.stores}
                     if not records:
                         continue
-                    began = time.perf_counter()
-                    phases = await self.handle(records)
-                    handled = time.perf_counter()
-                    try:
-                        await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
-                    except CommitFailedError as exc:  # the group moved on; the new owner redoes them
-                        self.counts["commit_failed"] += 1
-                        log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
-                    phases["commit"] = time.perf_counter() - handled
-                    self.observe_poll(records, time.perf_counter() - began, phases)
+                    checkpoint = await self.decide_poll(records)
+                    await self.settle()
+                    self.inflight = asyncio.ensure_future(self.checkpoint(consumer, checkpoint))
         finally:
+            try:
+                await self.settle()
+            except Exception as exc:  # stopping anyway; the pings are decided again after a restart
+                log.warning("last checkpoint failed on stop: %s", exc)
             await consumer.stop()
             await self.devices_consumer.stop()
             await self.producer.stop()
             for store in self.stores.values():
                 store.close()
 
-    def observe_poll(self, records: dict[Any, list[Any]], seconds: float, phases: dict[str, float]) -> None:
+    async def settle(self) -> None:
+        """Wait for the checkpoint in flight; raise what it raised."""
+        task, self.inflight = self.inflight, None
+        if task is not None:
+            await task
+
+    def observe_poll(self, records: int, seconds: float, phases: dict[str, float]) -> None:
         """Each phase of the poll into its histogram; a poll slower than SLOW_POLL_S also logged."""
         for phase, spent in phases.items():
             self.metrics.poll_phase.labels(phase=phase).observe(spent)
         if seconds >= SLOW_POLL_S:
-            n = sum(len(m) for m in records.values())
             where = ", ".join(f"{k} {v * 1000:.0f}" for k, v in phases.items())
-            log.warning("slow poll: %d records in %.0f ms (%s)", n, seconds * 1000, where)
+            log.warning("slow poll: %d records in %.0f ms (%s)", records, seconds * 1000, where)
 
-    async def handle(self, records: dict[Any, list[Any]]) -> dict[str, float]:
-        """Decide one poll, write outputs, then state; once all are acknowledged, return the
-        seconds each phase took (decide, outputs, state)."""
+    async def decide_poll(self, records: dict[Any, list[Any]]) -> Checkpoint:
+        """Decide one poll and queue its outputs; return what its checkpoint must make durable."""
         try:
-            return await self._handle(records)
+            return await self._decide_poll(records)
         except BaseException:
-            for view in self.views.values():  # the engine may have changed states it could not write
-                view.forget()
+            self.forget_all()  # the engine may have changed states it will not write
             raise
 
-    async def _handle(self, records: dict[Any, list[Any]]) -> dict[str, float]:
+    async def checkpoint(self, consumer: Any, cp: Checkpoint) -> None:
+        """Outputs acknowledged, then state (changelog, then store), then the pings' offsets."""
+        from aiokafka.errors import CommitFailedError
+
+        began = time.perf_counter()
+        try:
+            await asyncio.gather(*cp.acks)
+            acked = time.perf_counter()
+            await self.write_states(cp.changes)
+            stored = time.perf_counter()
+            try:
+                await consumer.commit(cp.offsets)
+            except CommitFailedError as exc:  # the group moved on; the new owner redoes them
+                self.counts["commit_failed"] += 1
+                log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
+        except BaseException:
+            self.forget_all()  # states ahead of what reached the changelog
+            raise
+        done = time.perf_counter()
+        phases = {"decide": cp.decide_s, "outputs": acked - began, "state": stored - acked, "commit": done - stored}
+        self.observe_poll(cp.records, done - cp.began, phases)
+
+    def forget_all(self) -> None:
+        for view in self.views.values():
+            view.forget()
+
+    async def _decide_poll(self, records: dict[Any, list[Any]]) -> Checkpoint:
         began = time.perf_counter()
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
         acks: list[Any] = []
-        dirty: dict[int, dict[str, DeviceState]] = {}
+        changes: dict[int, Changes] = {}
         matched_before = engine.matched_pings
         for tp, msgs in records.items():
             p = tp.partition
@@ -232,7 +225,14 @@ class DecideLoop:
             self.metrics.pings.inc(len(msgs))
             states = self.views[p]
             found, candidates, gated = engine.decide(batch, states, StoreDevices(self.stores[p]), p)
-            dirty[p] = states.take()
+            dirty = states.dirty
+            visits = self.open_visits.setdefault(p, set())
+            for k, v in dirty.items():
+                if v.visits:
+                    visits.add(k)
+                else:
+                    visits.discard(k)
+            changes[p] = states.take()
             for reason, n in Counter(reason for _, reason in gated).items():
                 self.counts[f"gated:{reason}"] += n
                 self.metrics.gated.labels(reason=reason).inc(n)
@@ -247,30 +247,21 @@ class DecideLoop:
                 key = (c.decision.campaign_id or "").encode()
                 acks.append(await producer.send(outbox_topic(s), key=key, value=candidate_bytes(c)))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
-        decided = time.perf_counter()
-        await asyncio.gather(*acks)
-        acked = time.perf_counter()
-        await self.write_states(dirty)
-        return {"decide": decided - began, "outputs": acked - decided, "state": time.perf_counter() - acked}
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in records.items()}
+        n = sum(len(msgs) for msgs in records.values())
+        return Checkpoint(n, acks, changes, offsets, began, time.perf_counter() - began)
 
-    async def write_states(self, dirty: dict[int, dict[str, DeviceState]]) -> None:
+    async def write_states(self, changes: dict[int, Changes]) -> None:
         """Changelog first (acknowledged), then the local store with the offset it now reflects."""
         changelog = presence_changelog(self.settings)
         pending = []
-        for p, states in dirty.items():
-            if not states:
-                continue
-            changes: list[tuple[str, bytes | None]] = [(k, v.dumps()) for k, v in states.items()]
-            sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in changes))
-            pending.append((p, changes, sent))
-            visits = self.open_visits.setdefault(p, set())
-            for k, v in states.items():
-                if v.visits:
-                    visits.add(k)
-                else:
-                    visits.discard(k)
-        for p, changes, sent in pending:
-            self.stores[p].write_states(changes, await next_offset(sent))
+        for p, rows in changes.items():
+            if rows:
+                sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in rows))
+                pending.append((p, rows, sent))
+        for p, rows, sent in pending:
+            self.stores[p].write_states(rows, await next_offset(sent))
+            self.views[p].written(rows)
 
     # ------------------------------------------------------------------ device records
     async def follow_devices(self) -> None:
@@ -332,7 +323,13 @@ class DecideLoop:
         log.info("decide partitions assigned: %s (restored %d state records)", sorted(parts), restored)
 
     async def revoke(self, parts: set[int]) -> None:
+        """Finish the checkpoint in flight (it commits the revoked partitions' offsets while they
+        are still ours), then drop their state."""
         async with self.lock:
+            try:
+                await self.settle()
+            except Exception as exc:  # raised by the main loop at its next poll
+                self.failure = exc
             for p in parts:
                 store = self.stores.pop(p, None)
                 if store is not None:
@@ -369,7 +366,7 @@ class DecideLoop:
         async with self.lock:
             due = [
                 (p, d) for p, ids in self.open_visits.items() for d in ids
-                if (raw := self.stores[p].state(d)) is not None and engine.silent_visits(DeviceState.loads(raw), now)
+                if (state := self.views[p].get(d)) is not None and engine.silent_visits(state, now)
             ]  # fmt: skip
         pings = self.settings.topic_pings
         acks = [
@@ -403,6 +400,7 @@ class DecideLoop:
         self.metrics.table_keys.labels(table="presence").set(keys)
         deleted = 0
         async with self.lock:
+            await self.settle()  # every decided state in the store before it is judged idle
             for p, ids in gone.items():
                 if p not in self.stores:
                     continue
@@ -456,6 +454,7 @@ def candidate_loads(raw: bytes) -> Candidate:
 
 
 EXPIRE_EVERY_S = 900.0
+GC_REPORT_S = 5.0
 
 
 def register_decide(app: Any, settings: Settings) -> DecideLoop:
@@ -495,6 +494,14 @@ def register_decide(app: Any, settings: Settings) -> DecideLoop:
     @app.timer(EXPIRE_EVERY_S)
     async def expire_idle_devices() -> None:
         await loop.expire()
+
+    pauses = Pauses().install()
+
+    @app.timer(GC_REPORT_S)
+    async def report_gc_pauses() -> None:
+        for generation, spent in pauses.drain().items():
+            for seconds in spent:
+                metrics.gc_pause.labels(generation=str(generation)).observe(seconds)
 
     @app.timer(30.0)
     async def report() -> None:

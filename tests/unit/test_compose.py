@@ -74,6 +74,10 @@ def test_dockerfile_installs_the_same_package() -> None:
     for package in re.findall(r'"(\w+)\*"', pyproject):
         assert f"COPY {package} ./{package}" in docker, package
     assert 'ENTRYPOINT ["geopush"]' in docker
+    # the compiled hot path: built by the same script as `make native`, shipped as package data
+    assert "COPY scripts/native.py ./scripts/native.py" in docker and "python scripts/native.py" in docker
+    assert docker.index("python scripts/native.py") < docker.index("--force-reinstall .")
+    assert '"*.so"' in pyproject and "native_built.json" in pyproject
 
 
 def test_workers_reach_the_fcm_emulator_through_its_credentials() -> None:

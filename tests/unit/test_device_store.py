@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from decisions.state import DeviceState, Visit
-from streams.agents.decide import StoreDevices, StoreStates
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
+from streams.device_view import StoreDevices, StoreStates
 
 
 @pytest.fixture(params=["rocksdb", "memory"])
@@ -83,8 +83,10 @@ def test_engine_view_keeps_recent_states_decoded_between_polls(store: PartitionS
     assert first is not None and states.get("d0") is first  # decoded once
     first.ts_ms = 100
     states.put("d0", first)
-    assert states.take() == {"d0": first} and states.dirty == {}
-    store.write_states([("d0", first.dumps())], 9)
+    changes = states.take()
+    assert changes == [("d0", first.dumps())] and states.dirty == {}
+    store.write_states(changes, 9)
+    states.written(changes)
     assert states.get("d0") is first  # the next poll: not read again
     for i in range(1, 8):
         states.get(f"d{i}")
@@ -98,3 +100,33 @@ def test_engine_view_keeps_recent_states_decoded_between_polls(store: PartitionS
     got.ts_ms = 999  # changed by a poll whose writes then failed: everything decoded is dropped
     states.forget()
     assert states.get("d7") == DeviceState(ts_ms=7)
+
+
+def test_engine_view_reads_states_taken_but_not_yet_written(store: PartitionStore) -> None:
+    """The next poll is decided while the previous poll's checkpoint is in flight: it must see
+    the states that poll took, not the older ones still in the store."""
+    store.write_states([("d1", DeviceState(ts_ms=1).dumps())], 1)
+    states = StoreStates(store, keep=0)  # nothing kept decoded: every read goes past the cache
+    got = states.get("d1")
+    assert got is not None
+    got.ts_ms = 2
+    states.put("d1", got)
+    first = states.take()
+    got.ts_ms = 99  # the engine goes on changing the object: what was taken is what was decided
+    assert first == [("d1", DeviceState(ts_ms=2).dumps())]
+    assert states.get("d1") == DeviceState(ts_ms=2)  # not the store's ts 1
+    again = states.get("d1")
+    assert again is not None
+    again.ts_ms = 3
+    states.put("d1", again)
+    second = states.take()  # a later poll changes it again before the first checkpoint is done
+    store.write_states(first, 2)
+    states.written(first)
+    assert states.get("d1") == DeviceState(ts_ms=3)  # the first checkpoint does not hide the second
+    store.write_states(second, 3)
+    states.written(second)
+    assert states.unwritten == {} and states.get("d1") == DeviceState(ts_ms=3)
+    states.put("d1", DeviceState(ts_ms=4))
+    states.take()
+    states.forget()  # a failed checkpoint: back to what the store holds
+    assert states.get("d1") == DeviceState(ts_ms=3)

@@ -167,6 +167,18 @@ def test_state_round_trips_and_is_small() -> None:
     assert DeviceState.loads(old) == st and DeviceState.ts_of(old) == T0
 
 
+def test_a_device_inside_dozens_of_fences_still_has_a_state_under_1_kib() -> None:
+    """The dense 100k-fence benchmark puts a device inside ~40 overlapping fences at once."""
+    visits = {f"syn-{i:06d}": Visit(T0 - 60_000 - i, T0, ["dwell-coffee"] if i % 3 else []) for i in range(60)}
+    st = DeviceState(ts_ms=T0, lat=35.123456, lng=139.654321, visits=visits, held=[f"syn-{i:06d}" for i in range(60, 70)],
+                     sent=[(T0 - i, "autumn-latte", f"syn-{i:06d}") for i in range(5)])  # fmt: skip
+    raw = st.dumps()
+    assert raw[:1] == b"Z" and len(raw) < 1024
+    assert DeviceState.loads(raw) == st and DeviceState.ts_of(raw) == T0
+    small = DeviceState(ts_ms=T0, lat=35.0, lng=139.0, visits={"syn-000001": Visit(T0, T0)})
+    assert small.dumps()[:1] == b"["  # the usual state stays plain JSON
+
+
 def test_date_bounds_are_inclusive() -> None:
     c = campaign(active={"from": "2026-11-24", "until": "2026-11-24"})
     assert c.active.from_ == date(2026, 11, 24)

@@ -1,0 +1,91 @@
+"""The decision engine's view of one partition's device state and device records.
+
+The decision step decides a poll while the previous poll's writes are still on their way to
+the changelog and the local store, so a state lives in three places in turn: held (changed
+by the poll being decided), unwritten (serialised, waiting for its poll's checkpoint), then
+in the store. Reads look in that order, so the engine always sees its own latest write.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from decisions.records import Device
+from decisions.state import DeviceState
+from streams.device_store import PartitionStore
+
+Changes = list[tuple[str, bytes | None]]  # (device id, serialised state; None deletes)
+
+
+class StoreStates:
+    """Reads through to the store, writes held until taken. Decoded states of recent devices
+    stay in memory between polls (up to ``keep``), so a device pinging every few seconds is
+    not read and decoded every poll."""
+
+    def __init__(self, store: PartitionStore, keep: int = 0) -> None:
+        self.store = store
+        self.keep = keep
+        self.decoded: dict[str, DeviceState] = {}
+        self.dirty: dict[str, DeviceState] = {}
+        self.unwritten: dict[str, bytes] = {}  # taken, not yet in the store
+
+    def get(self, device_id: str) -> DeviceState | None:
+        state = self.dirty.get(device_id) or self.decoded.get(device_id)
+        if state is not None:
+            return state
+        raw = self.unwritten.get(device_id) or self.store.state(device_id)
+        if raw is None:
+            return None
+        state = DeviceState.loads(raw)
+        if self.keep:
+            self.decoded[device_id] = state
+        return state
+
+    def put(self, device_id: str, state: DeviceState) -> None:
+        self.dirty[device_id] = state
+
+    def take(self) -> Changes:
+        """The held writes, serialised now (the engine goes on changing the objects), to be
+        written by a checkpoint; until then reads see them. Kept decoded for the next polls."""
+        dirty, self.dirty = self.dirty, {}
+        changes: Changes = []
+        for device_id, state in dirty.items():
+            raw = state.dumps()
+            self.unwritten[device_id] = raw
+            changes.append((device_id, raw))
+        if self.keep:
+            self.decoded.update(dirty)
+            if len(self.decoded) > self.keep:  # forget the least recently loaded quarter
+                for device_id in list(itertools.islice(self.decoded, len(self.decoded) - self.keep * 3 // 4)):
+                    del self.decoded[device_id]
+        return changes
+
+    def written(self, changes: Changes) -> None:
+        """A checkpoint put these in the store: stop holding them (unless a later poll changed them again)."""
+        for device_id, raw in changes:
+            if raw is not None and self.unwritten.get(device_id) is raw:
+                del self.unwritten[device_id]
+
+    def forget(self, device_ids: Iterable[str] | None = None) -> None:
+        """Drop decoded and unwritten states (all of them by default): the engine may have
+        changed them in polls whose writes then failed, or the store deleted them."""
+        if device_ids is None:
+            self.decoded.clear()
+            self.dirty.clear()
+            self.unwritten.clear()
+        else:
+            for device_id in device_ids:
+                self.decoded.pop(device_id, None)
+                self.unwritten.pop(device_id, None)
+
+
+class StoreDevices:
+    """The engine's view of one partition's device records."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+
+    def get(self, device_id: str) -> Device | None:
+        raw = self.store.device(device_id)
+        return Device.loads(raw) if raw is not None else None
