@@ -55,7 +55,7 @@ def modules_from_source(environ: Mapping[str, str] | None = None, root: Path = R
     built = {m: ext for m in MODULES if (ext := extension_of(m, root)) is not None}
     if not built:
         return []
-    if env.get(PURE_ENV, "") not in ("", "0"):
+    if env.get(PURE_ENV, "").lower() in ("1", "true", "yes", "on"):  # as the settings read GEOPUSH_PURE_PYTHON
         return sorted(built)
     stale = [m for m in built if built_from(root).get(m) != source_hash(m, root)]
     if stale or len(built) < len(MODULES):

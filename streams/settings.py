@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         200_000, ge=0, description="Decoded device states a worker keeps in memory between polls (0: none)."
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="Log level.")
+    pure_python: bool = Field(
+        False,
+        description="Run the hot path from its Python source even where `make native` compiled it "
+        "(profiling, debugging); read as the process starts.",
+    )
 
     # --- catalog ---------------------------------------------------------------------------
     catalog_path: Path = Field(Path("config/catalog"), description="Catalog YAML file or directory loaded at start.")
