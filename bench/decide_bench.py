@@ -76,11 +76,13 @@ def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
         out = 0
         for by_part in batches:
+            parsed = {}
             for p, msgs in by_part.items():
-                batch, rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
+                parsed[p], rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
                 for i, exc in rejected:
                     _letter(msgs[i], exc)
-                found, candidates, _ = engine.decide(batch, views[p], StoreDevices(stores[p]), p)
+            decided = engine.decide_poll(parsed, views, {p: StoreDevices(stores[p]) for p in parsed})
+            for p, (found, candidates, _) in decided.items():
                 out += sum(len(d.dumps()) for d in found) + sum(len(candidate_bytes(c)) for c in candidates)
                 changes = views[p].take()
                 stores[p].write_states(changes, None)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from decisions.engine import Candidate, Engine
-from decisions.pings import parse_pings, presence_check_bytes
+from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.load import Catalog
@@ -210,9 +210,10 @@ class DecideLoop:
         acks: list[Any] = []
         changes: dict[int, Changes] = {}
         matched_before = engine.matched_pings
+        batches: dict[int, list[Ping | PresenceCheck]] = {}
         for tp, msgs in records.items():
             p = tp.partition
-            batch, rejected = parse_pings([m.value for m in msgs], [m.key for m in msgs])
+            batches[p], rejected = parse_pings([m.value for m in msgs], [m.key for m in msgs])
             for i, exc in rejected:
                 m = msgs[i]
                 self.counts[f"invalid:{exc.reason}"] += 1
@@ -223,11 +224,12 @@ class DecideLoop:
                 acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
             self.counts["pings"] += len(msgs)
             self.metrics.pings.inc(len(msgs))
+        devices = {p: StoreDevices(self.stores[p]) for p in batches}
+        decided = engine.decide_poll(batches, self.views, devices)
+        for p, (found, candidates, gated) in decided.items():
             states = self.views[p]
-            found, candidates, gated = engine.decide(batch, states, StoreDevices(self.stores[p]), p)
-            dirty = states.dirty
             visits = self.open_visits.setdefault(p, set())
-            for k, v in dirty.items():
+            for k, v in states.dirty.items():
                 if v.visits:
                     visits.add(k)
                 else:

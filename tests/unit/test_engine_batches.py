@@ -68,3 +68,36 @@ def test_quiet_step_is_step_for_a_ping_in_no_fence(
     full = step(ping, a, {}, {}, t0 + 300_000, rules)
     assert quiet_step(ping, b, t0 + 300_000, rules) == (full.gate, full.dropped)
     assert a.dumps() == b.dumps()
+
+
+def test_a_poll_matched_at_once_decides_like_its_partitions_one_by_one() -> None:
+    """The worker matches a whole poll (every partition) in one call, then decides each partition."""
+    catalog = load_catalog([REPO / "config" / "catalog"])
+    engine = Engine.for_catalog(catalog)
+    records, sim = simulate(catalog, 300, START_MS, seed=5, spread_s=120.0)
+    pings = [parse_ping(orjson.dumps(p.body)) for p in sim]
+    devices = {d.device_id: d for d in records}
+    parts = 3
+
+    def by_partition(chunk: list[Ping]) -> dict[int, list[Ping]]:
+        out: dict[int, list[Ping]] = {p: [] for p in range(parts)}
+        for ping in chunk:
+            out[sum(ping.device_id.encode()) % parts].append(ping)
+        return out
+
+    results = []
+    for at_once in (False, True):
+        engine.stream_ms.clear()
+        states = {p: DictStates() for p in range(parts)}
+        out: list[bytes] = []
+        for i in range(0, len(pings), 400):
+            batches = by_partition(pings[i : i + 400])
+            if at_once:
+                decided = engine.decide_poll(batches, states, dict.fromkeys(batches, devices))  # type: ignore[arg-type]
+            else:
+                decided = {p: engine.decide(b, states[p], devices, p) for p, b in batches.items()}  # type: ignore[arg-type]
+            for p, (decisions, candidates, gated) in sorted(decided.items()):
+                out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+                out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
+        results.append((out, {p: {k: v.dumps() for k, v in s.items()} for p, s in states.items()}))
+    assert len(results[0][0]) > 100 and results[0] == results[1]
