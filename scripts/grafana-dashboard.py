@@ -65,6 +65,21 @@ PANELS = [
             ("histogram_quantile(0.99, sum by (le) (rate(geopush_ping_to_decision_seconds_bucket[5m])))", "p99"),
         ],
     ),
+    (
+        "Worker pauses: decision-step poll phases and GC (p99)",
+        "timeseries",
+        12,
+        [
+            (
+                "histogram_quantile(0.99, sum by (le, phase) (rate(geopush_decide_poll_phase_seconds_bucket[5m])))",
+                "poll {{phase}}",
+            ),
+            (
+                "histogram_quantile(0.99, sum by (le, generation) (rate(geopush_gc_pause_seconds_bucket[5m])))",
+                "gc gen{{generation}}",
+            ),
+        ],
+    ),
     ("Catalog version", "table", 8, [("max by (instance, version) (geopush_catalog_info)", "{{version}}")]),
     ("Fences", "stat", 4, [("max(geopush_catalog_fences)", "fences")]),
     ("Catalog build failures", "stat", 4, [("sum(increase(geopush_catalog_failures_total[1h]))", "failures")]),
