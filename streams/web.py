@@ -1,6 +1,6 @@
 """The worker's web endpoints: ``/metrics``, ``/healthz``, ``/readyz``, ``/dashboard`` (+ its data).
 
-Consumer lag is read here, on an interval, with kafka-python's admin client in a thread (end
+Consumer lag is read here, on an interval, with aiokafka's admin client on the event loop (end
 offset minus committed offset, per group, topic and partition), and a short history of
 snapshots is kept for the dashboard. The server binds 127.0.0.1 by default; bound anywhere
 else, the dashboard requires ``GEOPUSH_WEB_TOKEN`` as a bearer token (header, or ``?token=``).
@@ -21,7 +21,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.groups import decide_group, worker_groups
-from streams.lag import PartitionLag, group_lag
+from streams.lag import PartitionLag, group_lag_async
 from streams.metrics import Metrics, metrics_of
 from streams.settings import Settings
 
@@ -41,27 +41,43 @@ class LagWatch:
     ok_at: float | None = None
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     _admin: Any = None
+    _consumer: Any = None
     started_at: float = field(default_factory=time.time)  # counters count from here
 
-    def read(self) -> list[PartitionLag]:
-        """Blocking: one admin round trip per group (run in a thread)."""
-        from kafka import KafkaAdminClient
+    async def read(self) -> list[PartitionLag]:
+        """One admin round trip per group, on the event loop (aiokafka)."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
 
         if self._admin is None:
-            self._admin = KafkaAdminClient(**self.settings.kafka_client_kwargs(), request_timeout_ms=10_000)
+            admin = AIOKafkaAdminClient(**self.settings.aiokafka_kwargs(), request_timeout_ms=10_000)
+            consumer = AIOKafkaConsumer(enable_auto_commit=False, **self.settings.aiokafka_kwargs())
+            await admin.start()
+            await consumer.start()
+            self._admin, self._consumer = admin, consumer
         try:
-            return [row for group, topics in self.groups.items() for row in group_lag(self._admin, group, topics)]
+            return [
+                row for group, topics in self.groups.items()
+                for row in await group_lag_async(self._admin, self._consumer, group, topics)
+            ]  # fmt: skip
         except Exception:
-            self._admin.close()
-            self._admin = None
+            await self.close()
             raise
+
+    async def close(self) -> None:
+        admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
+        if admin is not None:
+            await admin.close()
+        if consumer is not None:
+            await consumer.stop()
 
     async def refresh(self) -> None:
         try:
-            rows = await asyncio.to_thread(self.read)
+            rows = await asyncio.wait_for(self.read(), timeout=30.0)
         except Exception as exc:
             self.metrics.lag_errors.inc()
             log.warning("consumer lag refresh failed: %s", exc)
+            await self.close()
             return
         self.rows, self.ok_at = rows, time.monotonic()
         for r in rows:
