@@ -37,12 +37,16 @@ def run(
     return out, states
 
 
-def test_batches_decide_like_single_pings() -> None:
+def simulated(seed: int) -> tuple[Engine, list[Ping], dict[str, object]]:
+    """The example catalog's engine, and 300 simulated phones' pings and device records."""
     catalog = load_catalog([REPO / "config" / "catalog"])
-    engine = Engine.for_catalog(catalog)
-    records, sim = simulate(catalog, 300, START_MS, seed=11, spread_s=120.0)
+    records, sim = simulate(catalog, 300, START_MS, seed=seed, spread_s=120.0)
     pings = [parse_ping(orjson.dumps(p.body)) for p in sim]
-    devices = {d.device_id: d for d in records}
+    return Engine.for_catalog(catalog), pings, {d.device_id: d for d in records}
+
+
+def test_batches_decide_like_single_pings() -> None:
+    engine, pings, devices = simulated(11)
     one, one_states = run(engine, pings, devices, 1)
     assert len(one[0]) > 50 and one[1] and len(one[2]) > 50  # the mix enters, dwells, exits and is gated
     for size in (7, 500, len(pings)):
@@ -72,11 +76,7 @@ def test_quiet_step_is_step_for_a_ping_in_no_fence(
 
 def test_a_poll_matched_at_once_decides_like_its_partitions_one_by_one() -> None:
     """The worker matches a whole poll (every partition) in one call, then decides each partition."""
-    catalog = load_catalog([REPO / "config" / "catalog"])
-    engine = Engine.for_catalog(catalog)
-    records, sim = simulate(catalog, 300, START_MS, seed=5, spread_s=120.0)
-    pings = [parse_ping(orjson.dumps(p.body)) for p in sim]
-    devices = {d.device_id: d for d in records}
+    engine, pings, devices = simulated(5)
     parts = 3
 
     def by_partition(chunk: list[Ping]) -> dict[int, list[Ping]]:
