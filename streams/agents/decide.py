@@ -161,6 +161,14 @@ class DecideLoop:
         if task is not None:
             await task
 
+    async def drain(self) -> None:
+        """:meth:`settle` for the rebalance listener and timers: a failed checkpoint is kept for
+        the main loop to raise at its next poll (raised here, it would die with the caller)."""
+        try:
+            await self.settle()
+        except Exception as exc:
+            self.failure = exc
+
     def observe_poll(self, records: int, seconds: float, phases: dict[str, float]) -> None:
         """Each phase of the poll into its histogram; a poll slower than SLOW_POLL_S also logged."""
         for phase, spent in phases.items():
@@ -328,10 +336,7 @@ class DecideLoop:
         """Finish the checkpoint in flight (it commits the revoked partitions' offsets while they
         are still ours), then drop their state."""
         async with self.lock:
-            try:
-                await self.settle()
-            except Exception as exc:  # raised by the main loop at its next poll
-                self.failure = exc
+            await self.drain()
             for p in parts:
                 store = self.stores.pop(p, None)
                 if store is not None:
@@ -402,7 +407,9 @@ class DecideLoop:
         self.metrics.table_keys.labels(table="presence").set(keys)
         deleted = 0
         async with self.lock:
-            await self.settle()  # every decided state in the store before it is judged idle
+            await self.drain()  # every decided state in the store before it is judged idle
+            if self.failure is not None:
+                return 0  # the views were dropped; the main loop stops on it
             for p, ids in gone.items():
                 if p not in self.stores:
                     continue
