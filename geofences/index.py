@@ -93,6 +93,27 @@ def to_parent(cells: NDArray[np.uint64], res: int) -> NDArray[np.uint64]:
     return ((cells & ~_RES_MASK) | (np.uint64(res) << _RES_SHIFT)) | unused
 
 
+def cell_order(cells: NDArray[np.uint64], res: int) -> IntArray:
+    """A permutation sorting cells of resolution ``res``, ascending within runs of 2**k.
+
+    A cell's varying bits (base cell and ``res`` digits) leave k = 57 - 3·res bits free, where
+    the position is packed so a plain integer sort (SIMD, ~10x faster than argsort) does it;
+    batches longer than 2**k are ordered run by run, which is all the lookups need.
+    """
+    shift = 3 * (15 - res)
+    width = 7 + 3 * res
+    free = 64 - width
+    run = 1 << free
+    payload = (cells >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+    order = np.empty(len(cells), dtype=np.int64)
+    for start in range(0, len(cells), run):
+        part = payload[start : start + run]
+        key = (part << np.uint64(free)) | np.arange(len(part), dtype=np.uint64)
+        key.sort()
+        order[start : start + len(part)] = (key & np.uint64(run - 1)).astype(np.int64) + start
+    return order
+
+
 def _list_array(arr: object) -> tuple[NDArray[np.uint64], IntArray]:
     """Values and offsets of an Arrow list array returned by h3ronpy."""
     a = pa.array(arr)
@@ -331,7 +352,7 @@ class FenceIndex:
             return empty, empty, np.zeros(0, bool)
         cells = np.asarray(h3v.coordinates_to_cells(lat[near], lng[near], self.max_res), dtype=np.uint64)
         # sorted needles make every level's searchsorted cache-friendly; parents keep the order
-        order = np.argsort(cells, kind="stable")
+        order = cell_order(cells, self.max_res)
         cells, near = cells[order], near[order]
         pings, fences, inner = [], [], []
         for lv in self.levels:
@@ -381,10 +402,13 @@ class FenceIndex:
         keep = inner.copy()
         if len(check):
             keep[check] = self.contains(fence[check], lat[ping[check]], lng[ping[check]])
-        ping, fence = ping[keep], fence[keep]
-        # pairs are distinct: one argsort of ping * n + fence orders them (3x cheaper than lexsort)
-        order = np.argsort(ping * np.int64(max(1, len(self.fences))) + fence)
-        return Matches(ping[order], fence[order])
+        # pairs are distinct: sorting the keys ping * n + fence orders them, and a plain sort
+        # of integers is ~10x cheaper than an argsort (SIMD sort), ~30x than a lexsort
+        n = np.int64(max(1, len(self.fences)))
+        key = ping[keep] * n + fence[keep]
+        key.sort()
+        ping = key // n
+        return Matches(ping, key - ping * n)
 
     def match_point(self, lat: float, lng: float) -> list[str]:
         """Store ids of the fences containing one point (convenience; use ``match`` for batches)."""

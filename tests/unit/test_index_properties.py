@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 
+import h3
 import numpy as np
 import pyproj
 import shapely
+from h3ronpy import vector as h3v
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofences.catalog import GeofenceSpec
 from geofences.geodesy import destination, radii
-from geofences.index import FenceIndex
+from geofences.index import FenceIndex, cell_order
 from geofences.shapes import Fence, fence_from_spec
 
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -157,3 +159,30 @@ def test_polygon_distance_inside_outside_and_hole() -> None:
     assert index.match_point(35.005, 139.005) == []  # in the hole
     d = index.signed_distance_m(np.array([0, 0]), np.array([35.005, 35.002]), np.array([139.005, 139.002]))
     assert d[0] > 80 and d[1] < -150
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=5, max_value=13), st.integers(min_value=0, max_value=3000), st.integers(0, 2**32 - 1))
+def test_cell_order_sorts_runs_of_cells(res: int, n: int, seed: int) -> None:
+    """cell_order is a permutation that sorts each run of 2**(57 - 3·res) cells (one run here
+    unless res is 13, whose runs of 2**18 are longer than these batches)."""
+    rng = np.random.default_rng(seed)
+    lat = rng.uniform(-85, 85, n)
+    lng = rng.uniform(-180, 180, n)
+    cells = np.array([int(h3.latlng_to_cell(a, b, res), 16) for a, b in zip(lat, lng, strict=True)], dtype=np.uint64)
+    cells = np.concatenate([cells, cells[: n // 3]])  # duplicates too
+    order = cell_order(cells, res)
+    assert sorted(order.tolist()) == list(range(len(cells)))
+    np.testing.assert_array_equal(cells[order], np.sort(cells))
+
+
+def test_cell_order_of_a_batch_longer_than_one_run() -> None:
+    """At resolution 13 a run holds 2**18 cells: a longer batch is a permutation sorted run by run."""
+    rng = np.random.default_rng(3)
+    n = 2**18 + 5000
+    cells = np.asarray(h3v.coordinates_to_cells(rng.uniform(35, 36, n), rng.uniform(139, 140, n), 13), dtype=np.uint64)
+    order = cell_order(cells, 13)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    run = 2**18
+    np.testing.assert_array_equal(cells[order[:run]], np.sort(cells[:run]))
+    np.testing.assert_array_equal(cells[order[run:]], np.sort(cells[run:]))
