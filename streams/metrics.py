@@ -6,6 +6,7 @@ a coordinate or a token.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -59,6 +60,11 @@ class Metrics:
         """How many partitions of ``topic`` this worker's ``group`` consumer owns (also for /readyz)."""
         self.owned[(group, topic)] = partitions
         self.assigned.labels(group=group, topic=topic).set(partitions)
+
+    def started(self, groups: Iterable[str]) -> bool:
+        """Whether each of these groups' steps has finished its first assignment (restored, read back)."""
+        joined = {group for group, _ in self.owned}
+        return all(g in joined for g in groups)
 
     def set_catalog(self, version: str, fences: int) -> None:
         self.catalog_info.clear()

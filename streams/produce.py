@@ -48,6 +48,13 @@ async def next_offset(sent: list[Sent]) -> int | None:
     return int(metas[-1].offset) + sent[-1].count
 
 
+async def warm(producer: Any, topics: Iterable[str]) -> None:
+    """Fetch the topics' metadata before the first record: a first ``send`` to a topic otherwise
+    waits for it in the middle of a poll (measured: the first seconds' latency)."""
+    for topic in topics:
+        await producer.partitions_for(topic)
+
+
 def producer_kwargs() -> dict[str, Any]:
     """Producer options shared by the steps: every write acknowledged by all in-sync replicas,
     idempotent (no duplicates from the producer's own retries), batches up to ``BATCH_BYTES``."""

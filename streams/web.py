@@ -160,6 +160,7 @@ def register_web(app: faust.App, settings: Settings) -> None:
             "catalog_loaded": bool(_by_labels(_collect(metrics), "geopush_catalog_info", "version")),
             "partitions_assigned": metrics.owned.get((decide_group(settings), settings.topic_pings), 0) > 0,
             "broker_reachable": watch.broker_ok(),
+            "steps_started": metrics.started(worker_groups(settings)),
         }
         ready = all(checks.values())
         return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)

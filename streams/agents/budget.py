@@ -26,7 +26,7 @@ from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
-from streams.produce import producer_kwargs, send_records
+from streams.produce import producer_kwargs, send_records, warm
 from streams.restore import read_to_end
 from streams.settings import Settings
 from streams.topics import budget_changelog, outbox_topic
@@ -59,6 +59,7 @@ class BudgetLoop:
         self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
         consumer.subscribe([outbox_topic(s)], listener=Rebalance(self))
         await self.producer.start()
+        await warm(self.producer, [s.topic_notifications, budget_changelog(s)])
         await consumer.start()
         log.info("budget started: group %s, %s -> %s", budget_group(s), outbox_topic(s), s.topic_notifications)
         try:

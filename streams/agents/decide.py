@@ -35,7 +35,7 @@ from streams.device_view import Changes, StoreDevices, StoreStates
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, settle_heap
 from streams.metrics import Metrics
-from streams.produce import next_offset, producer_kwargs, send_records
+from streams.produce import next_offset, producer_kwargs, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
 from streams.topics import outbox_topic, presence_changelog
@@ -124,6 +124,9 @@ class DecideLoop:
         )
         consumer.subscribe([s.topic_pings], listener=Rebalance(self))
         await self.producer.start()
+        await warm(
+            self.producer, [s.topic_decisions, outbox_topic(s), presence_changelog(s), s.topic_pings_dlq, s.topic_pings]
+        )
         await self.devices_consumer.start()
         await consumer.start()
         log.info("decide started: group %s, %s -> %s", decide_group(s), s.topic_pings, s.topic_decisions)

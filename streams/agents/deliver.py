@@ -31,6 +31,7 @@ from delivery.rate import TokenBucket, fair_share
 from streams.emitted import EmittedIds
 from streams.groups import delivery_group
 from streams.metrics import Metrics, metrics_of
+from streams.produce import warm
 from streams.settings import Settings
 
 log = logging.getLogger("geopush.deliver")
@@ -74,6 +75,7 @@ class DeliveryLoop:
         consumer.subscribe([s.topic_notifications], listener=_Rebalance(self))
         producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **s.aiokafka_kwargs())
         await producer.start()
+        await warm(producer, [s.topic_deliveries])
         await consumer.start()
         log.info("delivery started: group %s, %s -> FCM -> %s", delivery_group(s), s.topic_notifications,
                  s.topic_deliveries)  # fmt: skip

@@ -74,7 +74,12 @@ def test_operators_view_of_a_running_worker(running: tuple[Settings, WorkerProce
     ready = wait_for("readyz", lambda: httpx.get(url(s, "/readyz")).status_code == 200)
     assert ready
     checks = httpx.get(url(s, "/readyz")).json()["checks"]
-    assert checks == {"catalog_loaded": True, "partitions_assigned": True, "broker_reachable": True}
+    assert checks == {
+        "catalog_loaded": True,
+        "partitions_assigned": True,
+        "broker_reachable": True,
+        "steps_started": True,
+    }
 
     def lag_lines() -> list[str]:
         text = httpx.get(url(s, "/metrics")).text

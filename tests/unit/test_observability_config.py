@@ -83,3 +83,18 @@ def test_dashboard_token_rules() -> None:
     assert not authorized(guarded, request({"Authorization": "Bearer nope"}))
     assert authorized(guarded, request({"Authorization": "Bearer t0ken"}))
     assert authorized(guarded, request(query={"token": "t0ken"}))
+
+
+def test_ready_only_once_every_step_finished_its_first_assignment() -> None:
+    """/readyz's steps_started: a step that got no partition still counts as started; a step
+    whose first assignment is still restoring (not reported yet) keeps the worker unready."""
+    m = Metrics()
+    groups = ["g-decide", "g-budget", "g-delivery"]
+    assert not m.started(groups)
+    m.set_assigned("g-decide", "pings", 12)
+    m.set_assigned("g-budget", "outbox", 0)
+    assert not m.started(groups)
+    m.set_assigned("g-delivery", "notifications", 3)
+    assert m.started(groups)
+    m.set_assigned("g-decide", "pings", 0)  # a later revocation does not un-start the step
+    assert m.started(groups)
