@@ -134,6 +134,12 @@ def test_index_matches_the_oracle(case: tuple[list[Fence], int]) -> None:
     got = set(zip(m.ping.tolist(), m.fence.tolist(), strict=True))
     want = oracle(fences, lat, lng)
     assert got == want, f"{len(got - want)} extra, {len(want - got)} missing"
+    # the single-ping path gives the same answer, boundary bands included
+    per_ping: dict[int, list[int]] = {}
+    for p, f in sorted(want):
+        per_ping.setdefault(p, []).append(f)
+    for k in rng.choice(len(lat), size=min(len(lat), 400), replace=False).tolist():
+        assert index.fences_at(lat[k], lng[k]) == per_ping.get(k, []), (k, lat[k], lng[k])
 
 
 def test_single_point_and_accuracy() -> None:
