@@ -302,6 +302,8 @@ def main() -> None:
     ap.add_argument("--fences", default="10000,100000")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
+    ap.add_argument("--worker-log-level", default="warn", help="of the latency run's worker (debug: every poll)")
+    ap.add_argument("--latency-repeat", type=int, default=1, help="latency runs in a row (the first warms the broker)")
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
     args = ap.parse_args()
@@ -357,8 +359,11 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     t = time.perf_counter()
     asyncio.run(produce(one, devices, pings))
     print(f"[{fences} fences] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
-    if args.latency_rate:
-        return latency_section(args, settings, devices, pings, args.latency_rate, logs, tag)
+    if args.latency_rate:  # repeated: each run a fresh worker and fresh topics on the same broker
+        return [
+            line for i in range(args.latency_repeat)
+            for line in latency_section(args, settings, devices, pings, args.latency_rate, logs, tag, f"lat{i or ''}")
+        ]  # fmt: skip
     raw = asyncio.run(raw_consumer(one, total))
     print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s")
     b = run_workers(one, 1, total, logs)
@@ -399,16 +404,16 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
 
 
 def latency_section(
-    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str
+    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str, app: str = "lat"
 ) -> list[str]:
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
     import httpx
 
-    lat_s = settings("lat").model_copy(update={"topic_pings": f"pings-lat-{tag}"})
+    lat_s = settings(app).model_copy(update={"topic_pings": f"pings-{app}-{tag}"})
     ensure_topics(lat_s)
     port = free_port()
-    env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": "warn", "GEOPUSH_WEB_PORT": str(port)}
-    log = (logs / "latency-worker.log").open("wb")
+    env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": args.worker_log_level, "GEOPUSH_WEB_PORT": str(port)}
+    log = (logs / f"{app}-worker.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
     try:
@@ -427,7 +432,7 @@ def latency_section(
         proc.terminate()
         proc.wait(60)
     return [
-        f"- Latency at {rate:,.0f} pings/s (half of (b)) for {args.latency_seconds:.0f} s, ts = send time, "
+        f"- [{app}] Latency at {rate:,.0f} pings/s (half of (b)) for {args.latency_seconds:.0f} s, ts = send time, "
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",

@@ -88,7 +88,7 @@ class StrtreeMatcher:
         self.crad = np.array([fences[i].radius_m for i in self.circle_ids])
         self.ptree = shapely.STRtree([fences[i].geometry for i in self.poly_ids])
 
-    def match(self, lat: np.ndarray, lng: np.ndarray) -> set[tuple[int, int]]:
+    def match(self, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pts = shapely.points(lng, lat)
         p, c = self.ctree.query(pts)
         ok = within_m(self.clat[c], self.clng[c], lat[p], lng[p], self.crad[c])

@@ -35,8 +35,11 @@ class Metrics:
                                           buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.poll_phase = Histogram("geopush_decide_poll_phase_seconds", "Time of each phase of a decision-step "
                                     "poll: decide (parse, match, rules), outputs (acks of decisions, candidates, "
-                                    "dead letters), state (changelog acks, local store), commit.", ["phase"],
+                                    "dead letters), queued (behind the previous poll's checkpoint), changelog (state changes acknowledged), store (local RocksDB), commit.", ["phase"],
                                     buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.poll_age = Histogram("geopush_decide_ping_age_at_poll_seconds", "Age of each decision-step poll's "
+                                  "oldest ping when the step received it (its broker timestamp to now): the "
+                                  "wait before any work.", buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.gc_pause = Histogram("geopush_gc_pause_seconds", "Garbage-collector pauses of the worker process, "
                                   "by generation (2: a full collection).", ["generation"],
                                   buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
