@@ -70,11 +70,25 @@ def within_m(lat0: ArrayLike, lng0: ArrayLike, lat: ArrayLike, lng: ArrayLike, r
     )
     d = distance_m(lat0, lng0, lat, lng)
     out = d <= radius
-    near = np.flatnonzero(np.abs(d - radius) <= MODEL_ERROR * radius + 0.01)
+    near = np.flatnonzero(_undecided(d, radius))
     if len(near):
         _, _, exact = _geod().inv(lng0[near], lat0[near], lng[near], lat[near])
         out[near] = np.asarray(exact) <= radius[near]
     return out
+
+
+def _undecided(d: Any, radius: Any) -> Any:
+    """Where the model's distance is too close to the radius to decide in or out (see MODEL_ERROR)."""
+    return abs(d - radius) <= MODEL_ERROR * radius + 0.01
+
+
+def within_m_one(lat0: float, lng0: float, lat: float, lng: float, radius: float) -> bool:
+    """``within_m`` for one pair, in plain floats (the per-ping path); same rule, same answer."""
+    d = distance_m_one(lat0, lng0, lat, lng)
+    if not _undecided(d, radius):
+        return d <= radius
+    _, _, exact = _geod().inv(lng0, lat0, lng, lat)
+    return bool(exact <= radius)
 
 
 @functools.cache

@@ -31,7 +31,7 @@ from h3ronpy import ContainmentMode, grid_disk
 from h3ronpy import vector as h3v
 from numpy.typing import ArrayLike, NDArray
 
-from geofences.geodesy import MODEL_ERROR, distance_m, distance_m_one, radii, within_m, wrap_lng
+from geofences.geodesy import distance_m, radii, within_m, within_m_one, wrap_lng
 from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
@@ -44,7 +44,7 @@ CIRCUMRADIUS_BOUND = 1.2  # × average edge length; measured maximum 1.107
 GRID_MAX_CELLS = 8_000_000
 _RES_SHIFT = np.uint64(52)
 _RES_MASK = np.uint64(0xF) << _RES_SHIFT
-_RES_BITS = 0xF << 52
+_RES_BITS = 0xF << 52  # _RES_MASK as a plain int
 
 IntArray = NDArray[np.int64]
 
@@ -93,6 +93,11 @@ def to_parent(cells: NDArray[np.uint64], res: int) -> NDArray[np.uint64]:
     """H3 parents at ``res`` by bit arithmetic (set the resolution, fill finer digits with 7)."""
     unused = np.uint64((1 << (3 * (15 - res))) - 1)
     return ((cells & ~_RES_MASK) | (np.uint64(res) << _RES_SHIFT)) | unused
+
+
+def parent_of(cell: int, res: int) -> int:
+    """``to_parent`` for one cell as a plain int (the per-ping path)."""
+    return (cell & ~_RES_BITS) | (res << 52) | ((1 << (3 * (15 - res))) - 1)
 
 
 def cell_order(cells: NDArray[np.uint64], res: int) -> IntArray:
@@ -426,8 +431,7 @@ class FenceIndex:
         cell = h3_int.latlng_to_cell(lat, lng, self.max_res)
         found = []
         for lv in self.levels:
-            unused = (1 << (3 * (15 - lv.res))) - 1
-            parent = (cell & ~_RES_BITS) | (lv.res << 52) | unused
+            parent = parent_of(cell, lv.res)
             pos = int(lv.cells.searchsorted(np.uint64(parent)))
             if pos == len(lv.cells) or int(lv.cells[pos]) != parent:
                 continue
@@ -438,6 +442,7 @@ class FenceIndex:
         return sorted(found)
 
     def _near_one(self, lat: float, lng: float) -> bool:
+        """``_near_some_fence`` for one point, in plain floats."""
         south, west = self._grid_origin
         r = math.floor((lat - south) / self._grid_step)
         c = math.floor((lng - west) / self._grid_step)
@@ -447,11 +452,7 @@ class FenceIndex:
     def _contains_one(self, f: int, lat: float, lng: float) -> bool:
         """:meth:`contains` for one (fence, point) pair."""
         if self.is_circle[f]:
-            flat, flng, radius = float(self.lat[f]), float(self.lng[f]), float(self.radius[f])
-            d = distance_m_one(flat, flng, lat, lng)
-            if abs(d - radius) > MODEL_ERROR * radius + 0.01:
-                return d <= radius
-            return bool(within_m([flat], [flng], [lat], [lng], [radius])[0])  # the rare pair near the edge
+            return within_m_one(float(self.lat[f]), float(self.lng[f]), lat, lng, float(self.radius[f]))
         x = lng + 360.0 if self.shifted[f] and lng < 0 else lng
         x0, y0, x1, y1 = self.bounds[f]
         if not (x0 <= x <= x1 and y0 <= lat <= y1):

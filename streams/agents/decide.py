@@ -236,9 +236,8 @@ class DecideLoop:
             raise
         done = time.perf_counter()
         phases = {
-            "decide": cp.decide_s, "outputs": acked - began, "queued": turn - acked, "changelog": logged - turn,
-            "store": stored - logged,
-            "commit": done - stored,
+            "decide": cp.decide_s, "outputs": acked - began, "queued": turn - acked,
+            "changelog": logged - turn, "store": stored - logged, "commit": done - stored,
         }  # fmt: skip
         self.observe_poll(cp.records, done - cp.began, phases)
 
