@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import random
@@ -246,6 +247,11 @@ async def latency_run(
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
     n = int(rate * seconds)
+    # the load generator's own heap (the simulated pings, earlier runs' records) out of the
+    # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
+    # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
+    gc.collect()
+    gc.freeze()
     started = time.perf_counter()
     try:
         for i, p in enumerate(pings[:n]):
@@ -260,6 +266,7 @@ async def latency_run(
                 await producer.send(s.topic_pings, probe, key=f"probe-{i}".encode())
         await producer.flush()
     finally:
+        gc.unfreeze()
         await producer.stop()
     await asyncio.sleep(5)
     decisions = [m.timestamp - Decision.loads(m.value).ts.timestamp() * 1000
