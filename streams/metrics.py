@@ -35,7 +35,8 @@ class Metrics:
                                           buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.poll_phase = Histogram("geopush_decide_poll_phase_seconds", "Time of each phase of a decision-step "
                                     "poll: decide (parse, match, rules), outputs (acks of decisions, candidates, "
-                                    "dead letters), queued (behind the previous poll's checkpoint), changelog (state changes acknowledged), store (local RocksDB), commit.", ["phase"],
+                                    "dead letters), queued (behind the previous poll's checkpoint), changelog "
+                                    "(state changes acknowledged), store (local RocksDB), commit.", ["phase"],
                                     buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.poll_age = Histogram("geopush_decide_ping_age_at_poll_seconds", "Age of each decision-step poll's "
                                   "oldest ping when the step received it (its broker timestamp to now): the "

@@ -49,8 +49,9 @@ async def next_offset(sent: list[Sent]) -> int | None:
 
 
 async def warm(producer: Any, topics: Iterable[str]) -> None:
-    """Fetch the topics' metadata before the first record: a first ``send`` to a topic otherwise
-    waits for it in the middle of a poll (measured: the first seconds' latency)."""
+    """Fetch the topics' metadata before the first record, so a first ``send`` to a topic does
+    not wait for it in the middle of a poll (it had no measurable effect on the first seconds'
+    latency, which was the broker's and the load generator's CPU: bench/results/e2e.md)."""
     for topic in topics:
         await producer.partitions_for(topic)
 

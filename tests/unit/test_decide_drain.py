@@ -59,7 +59,7 @@ class Recorder:
         self.events.append(f"commit {offsets['t']}")
 
 
-def checkpoints(loop: DecideLoop, rec: Recorder) -> list[asyncio.Future[None]]:
+def checkpoints(loop: DecideLoop, rec: Recorder) -> None:
     """Three polls' checkpoints whose outputs are acknowledged newest first."""
     acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
     for poll in range(3):
@@ -67,7 +67,6 @@ def checkpoints(loop: DecideLoop, rec: Recorder) -> list[asyncio.Future[None]]:
         loop.enqueue(loop.checkpoint(rec, cp, loop.inflight[-1] if loop.inflight else None))
     for poll, ack in reversed(list(enumerate(acks))):
         asyncio.get_running_loop().call_later(0.005 * (3 - poll), ack.set_result, None)
-    return acks
 
 
 def test_checkpoints_in_flight_write_states_and_offsets_in_poll_order() -> None:
