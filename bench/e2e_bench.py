@@ -90,8 +90,17 @@ async def produce(s: Settings, devices: list[Any], pings: list[Any]) -> None:
         await producer.stop()
 
 
-async def raw_consumer(s: Settings, n: int) -> float:
-    """(a) Read and decode every ping with a bare aiokafka consumer; pings per second."""
+@dataclass
+class RawRun:
+    """(a): pings per second, and CPU µs per ping of the reader and of the broker meanwhile."""
+
+    rate: float
+    cpu_us: float
+    broker_us: float
+
+
+async def raw_consumer(s: Settings, n: int, broker_pid: int) -> RawRun:
+    """(a) Read and decode every ping with a bare aiokafka consumer."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
@@ -102,13 +111,16 @@ async def raw_consumer(s: Settings, n: int) -> float:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen, started = 0, time.perf_counter()
+        cpu0, broker0 = time.process_time(), proc_stats(broker_pid)[1]
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
             for msgs in batch.values():
                 for m in msgs:
                     orjson.loads(m.value)
                 seen += len(msgs)
-        return seen / (time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        cpu, broker = time.process_time() - cpu0, proc_stats(broker_pid)[1] - broker0
+        return RawRun(seen / wall, cpu / seen * 1e6, broker / seen * 1e6)
     finally:
         await consumer.stop()
 
@@ -121,6 +133,8 @@ class WorkerRun:
     wall_s: float
     split: list[int]
     stalled_at: int | None = None
+    cpu_us: float = float("nan")  # the workers' CPU µs per ping from 10 % to 90 % committed
+    broker_us: float = float("nan")  # the broker's, over the same stretch
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -143,11 +157,13 @@ def committed(admin: Any, s: Settings) -> int:
         return 0
 
 
-def run_workers(s: Settings, n_workers: int, total: int, logs: Path) -> WorkerRun:
+def run_workers(
+    s: Settings, n_workers: int, total: int, logs: Path, broker_pid: int, log_level: str = "warn"
+) -> WorkerRun:
     """(b)/(c): start workers, time the committed offsets from 10 % to 90 % of the pings."""
     from kafka import KafkaAdminClient
 
-    env = {**environ_for(s), "GEOPUSH_LOG_LEVEL": "warn"}
+    env = {**environ_for(s), "GEOPUSH_LOG_LEVEL": log_level}
     procs, ports = [], [free_port() for _ in range(n_workers)]
     for i in range(n_workers):
         port_env = {**env, "GEOPUSH_WEB_PORT": str(ports[i]), "GEOPUSH_DATA_DIR": str(s.data_dir / f"w{i}")}
@@ -156,6 +172,7 @@ def run_workers(s: Settings, n_workers: int, total: int, logs: Path) -> WorkerRu
                                       stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))  # fmt: skip
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     marks: dict[float, float] = {}
+    cpu_at: dict[float, tuple[float, float]] = {}  # (workers', broker's) CPU s at each mark
     peak: list[tuple[float, float]] = [(0.0, 0.0)] * n_workers
     started = progress_at = time.monotonic()
     last = -1
@@ -169,13 +186,14 @@ def run_workers(s: Settings, n_workers: int, total: int, logs: Path) -> WorkerRu
             elif done > 0 and now - progress_at > STALL_S:
                 stalled = True  # no committed progress: report it instead of waiting forever
                 break
-            for frac in (0.1, 0.9):
-                if frac not in marks and done >= frac * total:
-                    marks[frac] = now
             for i, p in enumerate(procs):
                 if p.poll() is not None:
                     raise SystemExit(f"worker {i} exited; see {logs}")
                 peak[i] = proc_stats(p.pid)
+            for frac in (0.1, 0.9):
+                if frac not in marks and done >= frac * total:
+                    marks[frac] = now
+                    cpu_at[frac] = (sum(c for _, c in peak), proc_stats(broker_pid)[1])
             if done >= total:
                 break
             time.sleep(0.25)
@@ -194,7 +212,10 @@ def run_workers(s: Settings, n_workers: int, total: int, logs: Path) -> WorkerRu
         return WorkerRun(float("nan"), [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started,
                          split, stalled_at=last)  # fmt: skip
     rate = 0.8 * total / (marks[0.9] - marks[0.1])
-    return WorkerRun(rate, [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started, split)
+    (w0, b0), (w1, b1) = cpu_at[0.1], cpu_at[0.9]
+    per_ping = 1e6 / (0.8 * total)
+    return WorkerRun(rate, [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started, split,
+                     cpu_us=(w1 - w0) * per_ping, broker_us=(b1 - b0) * per_ping)  # fmt: skip
 
 
 def assignment_split(ports: list[int], s: Settings) -> list[int]:
@@ -309,7 +330,7 @@ def main() -> None:
     ap.add_argument("--fences", default="10000,100000")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
-    ap.add_argument("--worker-log-level", default="warn", help="of the latency run's worker (debug: every poll)")
+    ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
     ap.add_argument("--latency-repeat", type=int, default=1, help="latency runs in a row (the first warms the broker)")
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
@@ -371,14 +392,18 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
             line for i in range(args.latency_repeat)
             for line in latency_section(args, settings, devices, pings, args.latency_rate, logs, tag, f"lat{i or ''}")
         ]  # fmt: skip
-    raw = asyncio.run(raw_consumer(one, total))
-    print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s")
-    b = run_workers(one, 1, total, logs)
-    print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}")
+    assert broker.process is not None
+    a = asyncio.run(raw_consumer(one, total, broker.process.pid))
+    raw = a.rate
+    print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s, CPU µs/ping {a.cpu_us:.1f} (broker {a.broker_us:.1f})")
+    b = run_workers(one, 1, total, logs, broker.process.pid, args.worker_log_level)
+    print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}, "
+          f"CPU µs/ping {b.cpu_us:.1f} (broker {b.broker_us:.1f})")  # fmt: skip
     if args.only_one_worker:
         return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s, (b) one worker **{b.rate:,.0f}/s** "
-                f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB", ""]  # fmt: skip
-    c = run_workers(two, 2, total, logs)
+                f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
+                f"(a) {a.cpu_us:.1f} + broker {a.broker_us:.1f}, (b) {b.cpu_us:.1f} + broker {b.broker_us:.1f}", ""]  # fmt: skip
+    c = run_workers(two, 2, total, logs, broker.process.pid, args.worker_log_level)
     print(f"[{fences} fences] (c) two workers {c.rate:,.0f}/s, split {c.split}")
     db, dc = decisions_of(one), decisions_of(two)
     lost = sum((db - dc).values())
@@ -398,6 +423,8 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         f"- Decisions: (b) {sum(db.values()):,}, (c) {sum(dc.values()):,}; in (b) not (c): {lost}, extra in (c): {dup}."
         + (f" **(c) stalled** at {c.stalled_at:,} of {total:,} pings committed." if c.stalled_at is not None else ""),
         f"- Pings partitions per worker in (c): {c.split}.",
+        f"- CPU µs per ping (reader or workers + broker, over the timed stretch): (a) {a.cpu_us:.1f} + "
+        f"{a.broker_us:.1f}, (b) {b.cpu_us:.1f} + {b.broker_us:.1f}, (c) {c.cpu_us:.1f} + {c.broker_us:.1f}.",
         f"- Presence state: {len(sizes):,} devices, median {statistics.median(sizes):.0f} B, "
         f"mean {statistics.mean(sizes):.0f} B, max {max(sizes)} B per device."
         if sizes
