@@ -74,6 +74,7 @@ def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices
         for raw in devices:
             key = orjson.loads(raw)["device_id"].encode()
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
+        books = {p: StoreDevices(stores[p]) for p in stores}
         out = 0
         for by_part in batches:
             parsed = {}
@@ -81,7 +82,7 @@ def decide_all(batches: list[dict[int, list[Record]]], fences_dir: Path, devices
                 parsed[p], rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
                 for i, exc in rejected:
                     _letter(msgs[i], exc)
-            decided = engine.decide_poll(parsed, views, {p: StoreDevices(stores[p]) for p in parsed})
+            decided = engine.decide_poll(parsed, views, books)
             for p, (found, candidates, _) in decided.items():
                 out += sum(len(d.dumps()) for d in found) + sum(len(candidate_bytes(c)) for c in candidates)
                 changes = views[p].take()

@@ -21,7 +21,7 @@ from decisions.caps import blocked_by_caps, effective_caps, longest_window
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
 from decisions.records import Decision, Device, Notification, Outcome, Transition
-from decisions.schedule import blocked_by_schedule, closes_at, local_time, store_tz
+from decisions.schedule import blocked_at, closes_at, local_time, store_tz
 from decisions.state import DeviceState
 from geofences.catalog import Campaign, Caps, Store
 from geofences.index import FenceIndex
@@ -29,6 +29,7 @@ from geofences.load import Catalog
 
 DEFAULT_VALIDITY = timedelta(hours=2)
 NAN = float("nan")
+TEXTS_KEPT = 100_000  # rendered offer texts kept per engine (campaign x store x device locale)
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
 
 
@@ -115,6 +116,7 @@ class Engine:
             if trigger == "dwell"
         }
         self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
+        self.texts: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # see _text
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
 
@@ -259,11 +261,13 @@ class Engine:
             if visiting is None:
                 state = states.get(ping.device_id)
                 visiting = maybe[ping.device_id] = set(state.visits) if state is not None else set()
-            if not visiting and not seen[k]:
-                continue  # most pings: no visit to leave, nothing seen
-            inside = seen[k].keys()
-            which.extend((k, store) for store in visiting - inside if store in self.fence_of)
-            visiting.update(inside)
+            inside = seen[k]
+            if visiting:
+                for store in visiting:
+                    if store not in inside and store in self.fence_of:
+                        which.append((k, store))
+            if inside:
+                visiting.update(inside)
         if not which:
             return {}
         at = [pings[k] for k, _ in which]
@@ -350,12 +354,14 @@ class Engine:
     ) -> None:  # fmt: skip
         store = self.stores[store_id]
         reason = None
+        local = None
         if device is None:
             reason = "no_device"
         elif not device.opt_in:
             reason = "opted_out"
         else:
-            reason = blocked_by_schedule(c, store, self.catalog.defaults, ping.ts_ms)
+            local = local_time(ping.ts_ms, store_tz(store, self.catalog.defaults))
+            reason = blocked_at(c, store, self.catalog.defaults, local)
             if reason is None:
                 reason = blocked_by_caps(self.caps[c.id], state.sent, c.id, store_id, ping.ts_ms)
             if reason is None and not device.token:
@@ -363,30 +369,47 @@ class Engine:
         if reason is not None:
             decisions.append(self._decision(ping, store_id, c.id, transition, "suppressed", reason, None))
             return
-        assert device is not None
+        assert device is not None and local is not None
         nid = notification_id(ping.device_id, c.id, store_id, visit_ms)
         state.sent.append((ping.ts_ms, c.id, store_id))
         decision = self._decision(ping, store_id, c.id, transition, "notify", "ok", nid)
-        candidates.append(Candidate(decision, self._render(ping, store, c, device, nid), self.caps[c.id].budget))
+        notification = self._render(ping, store, c, device, nid, local)
+        candidates.append(Candidate(decision, notification, self.caps[c.id].budget))
 
-    def _render(self, ping: Ping, store: Store, c: Campaign, device: Device, nid: str) -> Notification:
-        locale = pick_locale(device.locale, list(c.offer.text), self.catalog.defaults.locale)
-        text = c.offer.text[locale]
-        fields = SimpleNamespace(
-            store=SimpleNamespace(name=store.local_name(locale), id=store.id, address=store.address or ""),
-            campaign=SimpleNamespace(id=c.id, name=c.name or c.id),
-        )
-        local = local_time(ping.ts_ms, store_tz(store, self.catalog.defaults))
+    def _render(
+        self, ping: Ping, store: Store, c: Campaign, device: Device, nid: str, local: datetime
+    ) -> Notification:  # fmt: skip
+        """The push for this device: the offer's text in its locale, valid until the offer's
+        validity or the store's closing, whichever is first (``local``: the store's time now)."""
+        locale, title, body = self._text(store, c, device.locale)
         expires = local + (c.offer.valid_for or DEFAULT_VALIDITY)
         closing = closes_at(store, local)
         if closing is not None and closing < expires:
             expires = closing
         return Notification(
             notification_id=nid, device_id=ping.device_id, campaign_id=c.id, store_id=store.id,
-            ts=utc(ping.ts_ms), locale=locale, title=text.title.format(**vars(fields)),
-            body=text.body.format(**vars(fields)), deeplink=c.offer.deeplink, token=device.token,
-            token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
+            ts=utc(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
+            token=device.token, token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
         )  # fmt: skip
+
+    def _text(self, store: Store, c: Campaign, device_locale: str) -> tuple[str, str, str]:
+        """(locale, title, body) of a campaign's offer at a store for a device locale, filled in
+        once per combination (the catalog does not change under an engine)."""
+        key = (c.id, store.id, device_locale)
+        found = self.texts.get(key)
+        if found is not None:
+            return found
+        locale = pick_locale(device_locale, list(c.offer.text), self.catalog.defaults.locale)
+        text = c.offer.text[locale]
+        fields = SimpleNamespace(
+            store=SimpleNamespace(name=store.local_name(locale), id=store.id, address=store.address or ""),
+            campaign=SimpleNamespace(id=c.id, name=c.name or c.id),
+        )
+        found = (locale, text.title.format(**vars(fields)), text.body.format(**vars(fields)))
+        if len(self.texts) >= TEXTS_KEPT:
+            self.texts.clear()  # a huge catalog's long tail: start over rather than grow
+        self.texts[key] = found
+        return found
 
 
 def apply_budget(candidate: Candidate, used: int) -> tuple[Decision, bool]:

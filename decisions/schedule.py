@@ -53,7 +53,12 @@ def closes_at(store: Store, local: datetime) -> datetime | None:
 
 def blocked_by_schedule(campaign: Campaign, store: Store, defaults: Defaults, ts_ms: int) -> str | None:
     """None if the campaign may fire at this store now, else the reason."""
-    local = local_time(ts_ms, store_tz(store, defaults))
+    return blocked_at(campaign, store, defaults, local_time(ts_ms, store_tz(store, defaults)))
+
+
+def blocked_at(campaign: Campaign, store: Store, defaults: Defaults, local: datetime) -> str | None:
+    """:func:`blocked_by_schedule` at the store's local time ``local`` (worked out once by the
+    caller, who also needs it for the offer's expiry)."""
     active = campaign.active
     if not active.from_ <= local.date() <= active.until:
         return "not_active"

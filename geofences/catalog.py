@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import string
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -131,7 +132,12 @@ class Store(Strict):
         return {str(key): [w] if isinstance(w, str) and w != "closed" else w for key, w in v.items()}
 
     def hours_by_day(self) -> dict[str, tuple[Window, ...]] | None:
-        """Opening windows per weekday (mon..sun); None means always open."""
+        """Opening windows per weekday (mon..sun); None means always open. Read only (shared)."""
+        return self._opening_days
+
+    @cached_property
+    def _opening_days(self) -> dict[str, tuple[Window, ...]] | None:
+        """hours_by_day, worked out once per store: schedules ask for it on every campaign check."""
         if self.hours is None:
             return None
         days: dict[str, tuple[Window, ...]] = {d: () for d in WEEKDAYS}

@@ -81,11 +81,24 @@ class StoreStates:
 
 
 class StoreDevices:
-    """The engine's view of one partition's device records."""
+    """The engine's view of one partition's device records. Decoded records are kept (up to
+    ``keep``) beside the bytes they came from: a record is decoded again only when the store's
+    bytes changed, so a dwelling device's enter, dwell and exit checks decode it once."""
 
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStore, keep: int = 10_000) -> None:
         self.store = store
+        self.keep = keep
+        self.decoded: dict[str, tuple[bytes, Device]] = {}
 
     def get(self, device_id: str) -> Device | None:
         raw = self.store.device(device_id)
-        return Device.loads(raw) if raw is not None else None
+        if raw is None:
+            return None
+        hit = self.decoded.get(device_id)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        device = Device.loads(raw)
+        if len(self.decoded) >= self.keep:
+            self.decoded.clear()
+        self.decoded[device_id] = (raw, device)
+        return device

@@ -104,6 +104,7 @@ class DecideLoop:
         self.counts = counts
         self.stores: dict[int, PartitionStore] = {}
         self.views: dict[int, StoreStates] = {}  # the engine's view of each store
+        self.devices: dict[int, StoreDevices] = {}  # and of its device records
         self.open_visits: dict[int, set[str]] = {}  # devices inside a fence, for the silence sweep
         self.lock = asyncio.Lock()
         self.producer: Any = None
@@ -266,8 +267,7 @@ class DecideLoop:
                 acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
             self.counts["pings"] += len(msgs)
             self.metrics.pings.inc(len(msgs))
-        devices = {p: StoreDevices(self.stores[p]) for p in batches}
-        decided = engine.decide_poll(batches, self.views, devices)
+        decided = engine.decide_poll(batches, self.views, self.devices)
         for p, (found, candidates, gated) in decided.items():
             states = self.views[p]
             visits = self.open_visits.setdefault(p, set())
@@ -365,6 +365,7 @@ class DecideLoop:
         for p in new:
             self.open_visits[p] = {d for d, raw in self.stores[p].states() if DeviceState.loads(raw).visits}
             self.views[p] = StoreStates(self.stores[p])
+            self.devices[p] = StoreDevices(self.stores[p])
         self.share_cache()
         self.follow_devices_of(set(self.stores))
         self.metrics.set_assigned(decide_group(s), s.topic_pings, len(self.stores))
@@ -381,6 +382,7 @@ class DecideLoop:
                     store.close()
                 self.open_visits.pop(p, None)
                 self.views.pop(p, None)
+                self.devices.pop(p, None)
             self.share_cache()
             self.follow_devices_of(set(self.stores))
             self.metrics.set_assigned(decide_group(self.settings), self.settings.topic_pings, len(self.stores))
@@ -389,6 +391,8 @@ class DecideLoop:
         """Split the worker's decoded-state budget evenly over its partitions."""
         for view in self.views.values():
             view.keep = self.settings.state_cache_devices // len(self.views)
+        for book in self.devices.values():
+            book.keep = max(1000, self.settings.state_cache_devices // 4 // len(self.devices))
 
     def follow_devices_of(self, parts: set[int]) -> None:
         from aiokafka import TopicPartition

@@ -130,3 +130,28 @@ def test_engine_view_reads_states_taken_but_not_yet_written(store: PartitionStor
     states.take()
     states.forget()  # a failed checkpoint: back to what the store holds
     assert states.get("d1") == DeviceState(ts_ms=3)
+
+
+def _device(token: str) -> bytes:
+    return (
+        b'{"v":1,"device_id":"d1","token":"' + token.encode() + b'","locale":"ja","opt_in":true,'
+        b'"updated_at":"2026-11-23T00:00:00Z"}'
+    )
+
+
+def test_device_view_decodes_a_record_again_only_when_its_bytes_change(store: PartitionStore) -> None:
+    book = StoreDevices(store, keep=2)
+    store.write_devices([("d1", _device("t1"))], 1)
+    first = book.get("d1")
+    assert first is not None and first.token == "t1"
+    assert book.get("d1") is first  # the same bytes: the decoded record is reused
+    store.write_devices([("d1", _device("t2"))], 2)  # a new token on the devices topic
+    second = book.get("d1")
+    assert second is not None and second.token == "t2"
+    store.write_devices([("d1", None)], 3)  # a tombstone
+    assert book.get("d1") is None
+    for i in range(5):  # more devices than it keeps: it starts over, answers stay right
+        store.write_devices([(f"x{i}", _device(f"x{i}").replace(b'"d1"', f'"x{i}"'.encode()))], 4 + i)
+        got = book.get(f"x{i}")
+        assert got is not None and got.device_id == f"x{i}"
+    assert len(book.decoded) <= 2

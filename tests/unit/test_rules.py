@@ -229,3 +229,33 @@ def test_presence_check_ends_a_silent_visit_with_an_exit() -> None:
     # a check older than the device's latest ping is ignored
     decisions, candidates, _ = engine.decide([PresenceCheck("d", noon)], states, devices)
     assert not decisions and not candidates
+
+
+def test_offer_text_is_the_device_locale_and_the_store_s_own_name() -> None:
+    """Rendered texts are kept per (campaign, store, device locale): the same campaign at two
+    stores and in two locales must still name each store in each language."""
+    from decisions.engine import Engine
+    from decisions.records import Device
+    from geofences.load import load_catalog
+    from tests.conftest import REPO
+
+    engine = Engine.for_catalog(load_catalog([REPO / "config" / "catalog"]))
+    c = next(c for c in engine.catalog.campaigns if c.id == "autumn-latte")
+    local = local_time(ms("2026-11-24T12:00:00+09:00"), "Asia/Tokyo")
+    p = ping(ms("2026-11-24T12:00:00+09:00"))
+    seen = []
+    for _ in range(2):  # the second round comes from what the first kept
+        for store_id in ("tokyo-shibuya-001", "tokyo-shinjuku-002"):
+            for locale in ("ja-JP", "en", "fr"):
+                device = Device(device_id="d", token="t", locale=locale, opt_in=True, updated_at=datetime.now(UTC))
+                n = engine._render(p, engine.stores[store_id], c, device, "n1", local)
+                seen.append((store_id, locale, n.locale, n.title))
+    assert seen[:6] == seen[6:]
+    assert seen[:6] == [
+        ("tokyo-shibuya-001", "ja-JP", "ja", "渋谷スクランブル店：ラテ100円引き"),
+        ("tokyo-shibuya-001", "en", "en", "Shibuya Scramble: latte ¥100 off"),
+        ("tokyo-shibuya-001", "fr", "ja", "渋谷スクランブル店：ラテ100円引き"),  # the catalog's default locale
+        ("tokyo-shinjuku-002", "ja-JP", "ja", "新宿東口店：ラテ100円引き"),
+        ("tokyo-shinjuku-002", "en", "en", "Shinjuku East: latte ¥100 off"),
+        ("tokyo-shinjuku-002", "fr", "ja", "新宿東口店：ラテ100円引き"),
+    ]
