@@ -40,6 +40,31 @@ async def send_records(
     return futures
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the producer's default partitioner picks for ``key`` (murmur2, as the
+    Java client): records sent in batches land where single sends of them would."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def send_keyed(producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]]) -> list[Sent]:
+    """:func:`send_records` for keyed records bound for any partition: grouped by the
+    partition of their key (order kept within each), one batch per partition."""
+    partitions = len(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+    known: dict[bytes, int] = {}  # keys repeat within a poll (a campaign's candidates)
+    for key, value in records:
+        p = known.get(key)
+        if p is None:
+            p = known[key] = partition_of(key, partitions)
+        by_partition.setdefault(p, []).append((key, value))
+    sent: list[Sent] = []
+    for p, rows in by_partition.items():
+        sent += await send_records(producer, topic, p, rows)
+    return sent
+
+
 async def next_offset(sent: list[Sent]) -> int | None:
     """Once every batch is acknowledged: the offset after the last record written (None if none)."""
     if not sent:

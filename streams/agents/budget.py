@@ -26,7 +26,7 @@ from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
-from streams.produce import producer_kwargs, send_records, warm
+from streams.produce import producer_kwargs, send_keyed, send_records, warm
 from streams.restore import read_to_end
 from streams.settings import Settings
 from streams.topics import budget_changelog, outbox_topic
@@ -114,14 +114,15 @@ class BudgetLoop:
             acks.extend(x.future for x in await send_records(producer, budget_changelog(s), p, counts))
         await asyncio.gather(*acks)
         # 2. decisions and notifications
-        acks = []
+        decisions = [(cand.decision.device_id.encode(), cand.decision.dumps()) for _, cand, _ in outputs]
+        pushes: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
         for p, cand, sent_id in outputs:
-            d = cand.decision
-            acks.append(await producer.send(s.topic_decisions, key=d.device_id.encode(), value=d.dumps()))
             if sent_id is not None:
-                acks.append(await producer.send(s.topic_notifications, key=sent_id, value=cand.notification.dumps(),
-                                                partition=p))  # fmt: skip
-        await asyncio.gather(*acks)
+                pushes.setdefault(p, []).append((sent_id, cand.notification.dumps()))
+        sent = await send_keyed(producer, s.topic_decisions, decisions)
+        for p, rows in pushes.items():
+            sent += await send_records(producer, s.topic_notifications, p, rows)
+        await asyncio.gather(*(x.future for x in sent))
 
     async def assign(self, parts: set[int]) -> None:
         """Read back the partitions' notification ids and budget counts before any candidate."""

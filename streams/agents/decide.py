@@ -35,7 +35,7 @@ from streams.device_view import Changes, StoreDevices, StoreStates
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, settle_heap
 from streams.metrics import Metrics
-from streams.produce import next_offset, producer_kwargs, send_records, warm
+from streams.produce import next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
 from streams.topics import outbox_topic, presence_changelog
@@ -268,6 +268,7 @@ class DecideLoop:
             self.counts["pings"] += len(msgs)
             self.metrics.pings.inc(len(msgs))
         decided = engine.decide_poll(batches, self.views, self.devices)
+        outbox: list[tuple[bytes, bytes]] = []  # candidates, keyed by campaign (the budget step's key)
         for p, (found, candidates, gated) in decided.items():
             states = self.views[p]
             visits = self.open_visits.setdefault(p, set())
@@ -287,9 +288,8 @@ class DecideLoop:
                 producer, s.topic_decisions, p, ((d.device_id.encode(), d.dumps()) for d in found)
             )
             acks.extend(x.future for x in sent)
-            for c in candidates:
-                key = (c.decision.campaign_id or "").encode()
-                acks.append(await producer.send(outbox_topic(s), key=key, value=candidate_bytes(c)))
+            outbox.extend(((c.decision.campaign_id or "").encode(), candidate_bytes(c)) for c in candidates)
+        acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in records.items()}
         n = sum(len(msgs) for msgs in records.values())

@@ -115,3 +115,35 @@ def test_consumer_lag_is_end_minus_committed(kafka_broker: LocalKafka, unique: s
         (1, 20, 20, 0),
         (2, None, 30, 30),
     ]
+
+
+def test_keyed_batches_land_where_single_sends_do(kafka_broker: LocalKafka, unique: str) -> None:
+    """The hot path sends keyed records (candidates by campaign, budget decisions by device) in
+    batches per partition: each must land on the partition aiokafka's own ``send`` picks for its
+    key, in order, so a key's records stay together and in sequence."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from streams.produce import next_offset, send_keyed
+
+    single, batched = f"single-{unique}", f"batched-{unique}"
+    create(kafka_broker.bootstrap, single, batched, partitions=6)
+    records = [(f"key-{i % 37}".encode(), f"v{i}".encode()) for i in range(500)]
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(single, key=k, value=v) for k, v in records])
+            sent = await send_keyed(producer, batched, records)
+            assert await next_offset(sent) is not None and sum(x.count for x in sent) == len(records)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    by_single = {v: p for _, v, p in drain(kafka_broker.bootstrap, single, len(records), 30)}
+    got = drain(kafka_broker.bootstrap, batched, len(records), 30)
+    assert {v: p for _, v, p in got} == by_single
+    for key in {k for k, _ in records}:  # each key's values in the order they were given
+        assert [v for k, v, _ in got if k == key] == [v for k, v in records if k == key]
