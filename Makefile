@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 # the hot path compiled with mypyc (geofences/native.py says which modules, and when they are used)
 NATIVE := build/native/.built
 NATIVE_SRC := $(wildcard decisions/*.py geofences/*.py) scripts/native.py
+# the fence-matching kernel, Rust (kernel/; scripts/kernel.sh skips it where cargo is missing)
+KERNEL := build/kernel/.built
+KERNEL_SRC := $(wildcard kernel/src/*.rs) kernel/Cargo.toml kernel/Cargo.lock scripts/kernel.sh
 
-.PHONY: install system native run test unit lint bench clean
+.PHONY: install system native kernel run test unit lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt decisions/__init__.py geofences/__init__.py
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +29,13 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 
 native: $(NATIVE)
 
-install: system $(STAMP) $(NATIVE)
+$(KERNEL): $(KERNEL_SRC)
+	bash scripts/kernel.sh
+	@mkdir -p $(dir $@) && if [ -f geofences/_kernel.abi3.so ]; then touch $@; fi
+
+kernel: $(KERNEL)
+
+install: system $(STAMP) $(NATIVE) $(KERNEL)
 	@$(GEOPUSH) kafka fetch
 
 run: install
@@ -35,9 +44,10 @@ run: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	@if [ -f geofences/_kernel.abi3.so ]; then bash scripts/kernel.sh --test; fi
 	$(PY) -m pytest
 
-unit: $(STAMP) $(NATIVE)
+unit: $(STAMP) $(NATIVE) $(KERNEL)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)

@@ -91,3 +91,13 @@ def test_workers_reach_the_fcm_emulator_through_its_credentials() -> None:
     volume = next(v for v in emu["volumes"] if v.split(":")[1] == str(Path(creds).parent))
     assert any(v.startswith(volume.split(":")[0] + ":" + str(Path(creds).parent)) for v in worker["volumes"])
     assert worker["depends_on"]["fcm-emulator"]["condition"] == "service_healthy"
+
+
+def test_dockerfile_ships_the_kernel_built_as_make_does() -> None:
+    docker = (REPO / "Dockerfile").read_text()
+    assert "COPY kernel ./kernel" in docker and "bash scripts/kernel.sh" in docker
+    # built portably in its stage, copied in before the package is installed with it
+    assert "GEOPUSH_KERNEL_RUSTFLAGS= bash scripts/kernel.sh" in docker
+    copy = "COPY --from=kernel /src/geofences/_kernel.abi3.so ./geofences/_kernel.abi3.so"
+    assert copy in docker and docker.index(copy) < docker.index("pip install --no-cache-dir -c constraints.txt .")
+    assert "lib_kernel.so" in (REPO / "scripts" / "kernel.sh").read_text()

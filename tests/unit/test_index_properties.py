@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from geofences.catalog import GeofenceSpec
 from geofences.geodesy import destination, radii
-from geofences.index import FenceIndex, cell_order
+from geofences.index import FenceIndex, cell_order, load_kernel
 from geofences.shapes import Fence, fence_from_spec
 
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -129,17 +129,27 @@ def test_index_matches_the_oracle(case: tuple[list[Fence], int]) -> None:
     lng = np.concatenate(lngs)
     keep = np.abs(lat) <= 85.5
     lat, lng = lat[keep], lng[keep]
-    index = FenceIndex(fences)
-    m = index.match(lat, lng)
-    got = set(zip(m.ping.tolist(), m.fence.tolist(), strict=True))
+    # and points exactly on polygon vertices and edges (boundary included: inside)
+    for f in fences:
+        if f.geometry is not None:
+            ring = shapely.get_coordinates(shapely.boundary(f.geometry))[:8]
+            mid = 0.5 * (ring[:-1] + ring[1:])
+            on = np.concatenate([ring, mid])
+            lat = np.concatenate([lat, on[:, 1]])
+            lng = np.concatenate([lng, (on[:, 0] + 180.0) % 360.0 - 180.0])
     want = oracle(fences, lat, lng)
-    assert got == want, f"{len(got - want)} extra, {len(want - got)} missing"
-    # the single-ping path gives the same answer, boundary bands included
     per_ping: dict[int, list[int]] = {}
     for p, f in sorted(want):
         per_ping.setdefault(p, []).append(f)
-    for k in rng.choice(len(lat), size=min(len(lat), 400), replace=False).tolist():
-        assert index.fences_at(lat[k], lng[k]) == per_ping.get(k, []), (k, lat[k], lng[k])
+    # the numpy path, and the compiled kernel where it is built: each exactly the oracle
+    for kernel in (False, True) if load_kernel() is not None else (False,):
+        index = FenceIndex(fences, kernel=kernel)
+        m = index.match(lat, lng)
+        got = set(zip(m.ping.tolist(), m.fence.tolist(), strict=True))
+        assert got == want, f"kernel={kernel}: {len(got - want)} extra, {len(want - got)} missing"
+        # the single-ping path gives the same answer, boundary bands included
+        for k in rng.choice(len(lat), size=min(len(lat), 300), replace=False).tolist():
+            assert index.fences_at(lat[k], lng[k]) == per_ping.get(k, []), (kernel, k, lat[k], lng[k])
 
 
 def test_single_point_and_accuracy() -> None:

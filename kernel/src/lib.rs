@@ -1,0 +1,445 @@
+//! geopush's fence-matching kernel, a Python extension (`geofences._kernel`).
+//!
+//! `geofences.index.FenceIndex` builds its H3 cell tables with numpy, h3ronpy and shapely,
+//! then hands them here. A batch: each ping's H3 cell ([`cell`]); the pings sorted by cell,
+//! so each level's sorted cells are swept front to back (a cursor, not a search: memory is
+//! read in order, where per-ping lookups in tables of millions of cells miss the cache at
+//! every step); the exact tests ([`exact`]) of boundary candidates; the pairs put back in ping
+//! order by a counting sort. Pairs too close to a boundary for double precision come back
+//! `undecided` and Python settles them exactly, so answers are the pure path's, pair for pair.
+
+pub mod base_cells;
+pub mod cell;
+pub mod exact;
+
+use cell::Projector;
+use exact::Verdict;
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// Bumped whenever the Python-facing signature changes; index.py checks it.
+const API: u32 = 1;
+const INTERIOR: u32 = 1 << 31;
+
+/// The index in matching form. Built once per catalog version, queried from any thread.
+#[pyclass(frozen, module = "geofences._kernel")]
+struct Kernel {
+    proj: Projector,
+    max_res: u8,
+    levels: Vec<Level>,
+    grid: Vec<bool>,
+    rows: i64,
+    cols: i64,
+    south: f64,
+    west: f64,
+    step: f64,
+    circle: Vec<bool>,
+    lat: Vec<f64>,
+    lng: Vec<f64>,
+    radius: Vec<f64>,
+    shifted: Vec<bool>,
+    bounds: Vec<[f64; 4]>,
+    ring_start: Vec<usize>,
+    vert_start: Vec<usize>,
+    xy: Vec<[f64; 2]>,
+}
+
+/// One resolution's cells, ascending, each owning `entries[starts[c]..starts[c + 1]]`.
+struct Level {
+    res: u8,
+    cells: Vec<u64>,
+    starts: Vec<u32>,
+    entries: Vec<u32>, // fence | INTERIOR
+}
+
+impl Level {
+    fn entries_of(&self, c: usize) -> &[u32] {
+        &self.entries[self.starts[c] as usize..self.starts[c + 1] as usize]
+    }
+}
+
+/// (ping, fence, undecided) arrays, as `match_batch` returns them.
+type Pairs<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<bool>>,
+);
+
+/// A ping on its way through a batch.
+#[derive(Clone, Copy)]
+struct Ping {
+    cell: u64,
+    p: u32,
+    lat: f64,
+    lng: f64,
+}
+
+fn parent_of(cell: u64, res: u8) -> u64 {
+    let res = u64::from(res);
+    (cell & !(0xF << 52)) | (res << 52) | ((1u64 << (3 * (15 - res))) - 1)
+}
+
+/// The first position at or after `from` whose cell is >= `key` (cells ascending): steps of
+/// doubling length from `from`, then a binary search in the last step.
+#[inline]
+fn gallop(cells: &[u64], from: usize, key: u64) -> usize {
+    let n = cells.len();
+    if from >= n || cells[from] >= key {
+        return from;
+    }
+    let mut lo = from; // cells[lo] < key
+    let mut step = 1usize;
+    let mut hi = from + 1;
+    while hi < n && cells[hi] < key {
+        lo = hi;
+        step *= 2;
+        hi = lo + step;
+    }
+    let hi = hi.min(n);
+    lo + 1 + cells[lo + 1..hi].partition_point(|&c| c < key)
+}
+
+fn to_vec<T: numpy::Element + Copy>(a: &PyReadonlyArray1<'_, T>, what: &str) -> PyResult<Vec<T>> {
+    Ok(a.as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{what}: {e}")))?
+        .to_vec())
+}
+
+impl Kernel {
+    fn near(&self, lat: f64, lng: f64) -> bool {
+        let r = ((lat - self.south) / self.step).floor() as i64;
+        let c = ((lng - self.west) / self.step).floor() as i64;
+        (0..self.rows).contains(&r)
+            && (0..self.cols).contains(&c)
+            && self.grid[(r * self.cols + c) as usize]
+    }
+
+    fn verdict(&self, f: usize, lat: f64, lng: f64) -> Verdict {
+        if self.circle[f] {
+            return exact::in_circle(self.lat[f], self.lng[f], self.radius[f], lat, lng);
+        }
+        let x = if self.shifted[f] && lng < 0.0 {
+            lng + 360.0
+        } else {
+            lng
+        };
+        let [x0, y0, x1, y1] = self.bounds[f];
+        if !(x >= x0 && x <= x1 && lat >= y0 && lat <= y1) {
+            return Verdict::Out;
+        }
+        let rings = (self.ring_start[f]..self.ring_start[f + 1])
+            .map(|r| &self.xy[self.vert_start[r]..self.vert_start[r + 1]]);
+        exact::in_polygon(x, lat, rings)
+    }
+
+    /// The fences holding one point, as (fence, undecided), ascending by fence.
+    fn at(&self, lat: f64, lng: f64, out: &mut Vec<(u32, bool)>) {
+        out.clear();
+        if !lat.is_finite() || !lng.is_finite() || self.levels.is_empty() || !self.near(lat, lng) {
+            return;
+        }
+        let cell = self.proj.cell(lat, lng, self.max_res);
+        for lv in &self.levels {
+            let key = parent_of(cell, lv.res);
+            if let Ok(c) = lv.cells.binary_search(&key) {
+                for &entry in lv.entries_of(c) {
+                    self.test(entry, lat, lng, |f, u| out.push((f, u)));
+                }
+            }
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+        }
+    }
+
+    /// One candidate entry: interior, or tested exactly; `keep(fence, undecided)` if not out.
+    #[inline]
+    fn test(&self, entry: u32, lat: f64, lng: f64, mut keep: impl FnMut(u32, bool)) {
+        let f = entry & !INTERIOR;
+        if entry & INTERIOR != 0 {
+            keep(f, false);
+        } else {
+            match self.verdict(f as usize, lat, lng) {
+                Verdict::In => keep(f, false),
+                Verdict::Undecided => keep(f, true),
+                Verdict::Out => {}
+            }
+        }
+    }
+
+    /// The batch match (see the module's doc): (ping, fence, undecided) in ping, fence order.
+    fn batch(&self, lat: &[f64], lng: &[f64]) -> (Vec<i64>, Vec<i64>, Vec<bool>) {
+        let empty = (Vec::new(), Vec::new(), Vec::new());
+        if self.levels.is_empty() {
+            return empty;
+        }
+        // cells of the pings near some fence, packed with their ping number into sortable keys
+        let res = u32::from(self.max_res);
+        let (shift, width) = (3 * (15 - res), 7 + 3 * res);
+        let free = 64 - width;
+        let near: Vec<usize> = (0..lat.len())
+            .filter(|&p| lat[p].is_finite() && lng[p].is_finite() && self.near(lat[p], lng[p]))
+            .collect();
+        let near_lat: Vec<f64> = near.iter().map(|&p| lat[p]).collect();
+        let near_lng: Vec<f64> = near.iter().map(|&p| lng[p]).collect();
+        let cells = self.proj.cells(&near_lat, &near_lng, self.max_res);
+        let pings: Vec<Ping> = (0..near.len())
+            .map(|k| Ping {
+                cell: cells[k],
+                p: near[k] as u32,
+                lat: near_lat[k],
+                lng: near_lng[k],
+            })
+            .collect();
+        drop((near, near_lat, near_lng, cells));
+        let mut pairs: Vec<(u32, u32, bool)> = Vec::new(); // (ping, fence, undecided), any order
+                                                           // runs of at most 2^free pings: within a run a plain integer sort orders (cell, ping)
+        for run in pings.chunks(1usize << free.min(24)) {
+            let mut keys: Vec<u64> = run
+                .iter()
+                .enumerate()
+                .map(|(k, q)| (((q.cell >> shift) & ((1u64 << width) - 1)) << free) | k as u64)
+                .collect();
+            keys.sort_unstable();
+            // one gather into cell order; every level's sweep then reads memory in order
+            let ordered: Vec<Ping> = keys
+                .iter()
+                .map(|&k| run[(k & ((1u64 << free) - 1)) as usize])
+                .collect();
+            drop(keys);
+            for lv in &self.levels {
+                let mut cur = 0usize;
+                for q in &ordered {
+                    let key = parent_of(q.cell, lv.res);
+                    cur = gallop(&lv.cells, cur, key);
+                    if cur == lv.cells.len() {
+                        break;
+                    }
+                    if lv.cells[cur] == key {
+                        for &entry in lv.entries_of(cur) {
+                            self.test(entry, q.lat, q.lng, |f, u| pairs.push((q.p, f, u)));
+                        }
+                    }
+                }
+            }
+        }
+        // ping, then fence order: counting sort by ping, then each ping's few fences sorted
+        let mut start = vec![0u32; lat.len() + 1];
+        for &(p, _, _) in &pairs {
+            start[p as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut fill = start.clone();
+        let mut sorted = vec![(0u32, false); pairs.len()];
+        for &(p, f, u) in &pairs {
+            let at = &mut fill[p as usize];
+            sorted[*at as usize] = (f, u);
+            *at += 1;
+        }
+        let (mut ping, mut fence, mut undecided) = (
+            Vec::with_capacity(pairs.len()),
+            Vec::with_capacity(pairs.len()),
+            Vec::with_capacity(pairs.len()),
+        );
+        for p in 0..lat.len() {
+            let (s, e) = (start[p] as usize, start[p + 1] as usize);
+            if e - s > 1 {
+                sorted[s..e].sort_unstable();
+            }
+            for &(f, u) in &sorted[s..e] {
+                ping.push(p as i64);
+                fence.push(i64::from(f));
+                undecided.push(u);
+            }
+        }
+        (ping, fence, undecided)
+    }
+}
+
+#[pymethods]
+impl Kernel {
+    /// Arguments: see `geofences.index.FenceIndex._kernel_args`.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (max_res, levels, cells, offsets, fences, interior, grid, south, west, step,
+                        circle, lat, lng, radius, shifted, bounds, ring_start, vert_start, xy))]
+    fn new(
+        max_res: u8,
+        levels: Vec<u8>,
+        cells: Vec<PyReadonlyArray1<'_, u64>>,
+        offsets: Vec<PyReadonlyArray1<'_, i64>>,
+        fences: Vec<PyReadonlyArray1<'_, i32>>,
+        interior: Vec<PyReadonlyArray1<'_, bool>>,
+        grid: PyReadonlyArray2<'_, bool>,
+        south: f64,
+        west: f64,
+        step: f64,
+        circle: PyReadonlyArray1<'_, bool>,
+        lat: PyReadonlyArray1<'_, f64>,
+        lng: PyReadonlyArray1<'_, f64>,
+        radius: PyReadonlyArray1<'_, f64>,
+        shifted: PyReadonlyArray1<'_, bool>,
+        bounds: PyReadonlyArray2<'_, f64>,
+        ring_start: PyReadonlyArray1<'_, i64>,
+        vert_start: PyReadonlyArray1<'_, i64>,
+        xy: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Self> {
+        let n_levels = levels.len();
+        if [cells.len(), offsets.len(), fences.len(), interior.len()] != [n_levels; 4] {
+            return Err(PyValueError::new_err(
+                "one cells/offsets/fences/interior array per level",
+            ));
+        }
+        let mut built = Vec::with_capacity(n_levels);
+        for l in 0..n_levels {
+            let c = cells[l].as_slice()?;
+            let o = offsets[l].as_slice()?;
+            let f = fences[l].as_slice()?;
+            let inner = interior[l].as_slice()?;
+            if o.len() != c.len() + 1
+                || f.len() != inner.len()
+                || o.last().copied() != Some(f.len() as i64)
+            {
+                return Err(PyValueError::new_err(format!(
+                    "level {l}: offsets do not match cells and fences"
+                )));
+            }
+            if c.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(PyValueError::new_err(format!(
+                    "level {l}: cells are not ascending and distinct"
+                )));
+            }
+            built.push(Level {
+                res: levels[l],
+                cells: c.to_vec(),
+                starts: o.iter().map(|&x| x as u32).collect(),
+                entries: f
+                    .iter()
+                    .zip(inner)
+                    .map(|(&f, &i)| f as u32 | if i { INTERIOR } else { 0 })
+                    .collect(),
+            });
+        }
+        let g = grid.as_array();
+        let (rows, cols) = (g.nrows() as i64, g.ncols() as i64);
+        let b = bounds.as_array();
+        let xy = xy.as_array();
+        let k = Kernel {
+            proj: Projector::new(),
+            max_res,
+            levels: built,
+            grid: g.iter().copied().collect(),
+            rows,
+            cols,
+            south,
+            west,
+            step,
+            circle: to_vec(&circle, "circle")?,
+            lat: to_vec(&lat, "lat")?,
+            lng: to_vec(&lng, "lng")?,
+            radius: to_vec(&radius, "radius")?,
+            shifted: to_vec(&shifted, "shifted")?,
+            bounds: b
+                .rows()
+                .into_iter()
+                .map(|r| [r[0], r[1], r[2], r[3]])
+                .collect(),
+            ring_start: ring_start.as_slice()?.iter().map(|&x| x as usize).collect(),
+            vert_start: vert_start.as_slice()?.iter().map(|&x| x as usize).collect(),
+            xy: xy.rows().into_iter().map(|r| [r[0], r[1]]).collect(),
+        };
+        let n = k.circle.len();
+        if [
+            k.lat.len(),
+            k.lng.len(),
+            k.radius.len(),
+            k.shifted.len(),
+            k.bounds.len(),
+        ] != [n; 5]
+            || k.ring_start.len() != n + 1
+            || k.vert_start.last().copied().unwrap_or(0) != k.xy.len()
+            || k.ring_start[n] + 1 != k.vert_start.len()
+        {
+            return Err(PyValueError::new_err("fence arrays disagree in length"));
+        }
+        Ok(k)
+    }
+
+    /// Every (ping, fence) whose cells hold the ping and whose exact test passes or cannot
+    /// decide: (ping, fence, undecided), sorted by ping then fence. Frees the GIL.
+    fn match_batch<'py>(
+        &self,
+        py: Python<'py>,
+        lat: PyReadonlyArray1<'py, f64>,
+        lng: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Pairs<'py>> {
+        let lat = lat.as_slice()?;
+        let lng = lng.as_slice()?;
+        if lat.len() != lng.len() {
+            return Err(PyValueError::new_err("lat and lng differ in length"));
+        }
+        let (ping, fence, undecided) = py.allow_threads(|| self.batch(lat, lng));
+        Ok((
+            ping.into_pyarray(py),
+            fence.into_pyarray(py),
+            undecided.into_pyarray(py),
+        ))
+    }
+
+    /// The fences holding one point: [(fence, undecided)], ascending.
+    fn fences_at(&self, lat: f64, lng: f64) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        self.at(lat, lng, &mut out);
+        out
+    }
+
+    /// Bytes held by the kernel's tables (hash table, entries, fence arrays, polygon rings).
+    fn nbytes(&self) -> usize {
+        self.levels
+            .iter()
+            .map(|lv| lv.cells.len() * 8 + lv.starts.len() * 4 + lv.entries.len() * 4)
+            .sum::<usize>()
+            + self.grid.len()
+            + self.circle.len() * (1 + 8 * 3 + 1 + 32 + 8)
+            + self.vert_start.len() * 8
+            + self.xy.len() * 16
+    }
+}
+
+/// The H3 cells of points (degrees) at `res`: h3o's cells, ~4x cheaper (see [`cell`]).
+/// Frees the GIL, so the index build's threads convert in parallel.
+#[pyfunction]
+fn cells<'py>(
+    py: Python<'py>,
+    lat: PyReadonlyArray1<'py, f64>,
+    lng: PyReadonlyArray1<'py, f64>,
+    res: u8,
+) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    if res > 15 {
+        return Err(PyValueError::new_err(format!(
+            "resolution {res} is not in 0..=15"
+        )));
+    }
+    let (lat, lng) = (lat.as_slice()?, lng.as_slice()?);
+    if lat.len() != lng.len() {
+        return Err(PyValueError::new_err("lat and lng differ in length"));
+    }
+    let out = py.allow_threads(|| projector().cells(lat, lng, res));
+    Ok(out.into_pyarray(py))
+}
+
+fn projector() -> &'static Projector {
+    static PROJECTOR: std::sync::OnceLock<Projector> = std::sync::OnceLock::new();
+    PROJECTOR.get_or_init(Projector::new)
+}
+
+#[pymodule]
+fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("API", API)?;
+    m.add_class::<Kernel>()?;
+    m.add_function(wrap_pyfunction!(cells, m)?)?;
+    Ok(())
+}
