@@ -14,13 +14,15 @@ pub mod exact;
 
 use cell::Projector;
 use exact::Verdict;
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{
+    IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
 const API: u32 = 1;
-const INTERIOR: u32 = 1 << 31;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -46,16 +48,63 @@ struct Kernel {
 }
 
 /// One resolution's cells, ascending, each owning `entries[starts[c]..starts[c + 1]]`.
+/// The arrays are the index's own numpy arrays, not copies (they are ~60 MB at 100k fences):
+/// read-only, C-contiguous, and kept alive by the references held here.
 struct Level {
     res: u8,
-    cells: Vec<u64>,
-    starts: Vec<u32>,
-    entries: Vec<u32>, // fence | INTERIOR
+    cells: Shared<u64>,
+    offsets: Shared<i64>,
+    fences: Shared<i32>,
+    interior: Shared<bool>,
 }
 
 impl Level {
-    fn entries_of(&self, c: usize) -> &[u32] {
-        &self.entries[self.starts[c] as usize..self.starts[c + 1] as usize]
+    /// The (fence, interior) entries of cell number `c`.
+    fn entries_of(&self, c: usize) -> impl Iterator<Item = (u32, bool)> + '_ {
+        let (s, e) = (
+            self.offsets.get()[c] as usize,
+            self.offsets.get()[c + 1] as usize,
+        );
+        self.fences.get()[s..e]
+            .iter()
+            .zip(&self.interior.get()[s..e])
+            .map(|(&f, &i)| (f as u32, i))
+    }
+}
+
+/// A read-only numpy array borrowed for the kernel's lifetime: its data pointer and length,
+/// and a reference that keeps the array (and so its buffer) alive.
+struct Shared<T> {
+    ptr: *const T,
+    len: usize,
+    _owner: Py<PyAny>,
+}
+
+// SAFETY: the buffer is immutable (checked read-only when borrowed) and outlives `self`
+// (`_owner` holds the array); reading it from any thread is sound.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T: numpy::Element> Shared<T> {
+    fn borrow(array: &Bound<'_, PyArray1<T>>, what: &str) -> PyResult<Self> {
+        let writeable: bool = array.getattr("flags")?.getattr("writeable")?.extract()?;
+        if writeable || !array.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!(
+                "{what}: expected a read-only, contiguous array"
+            )));
+        }
+        let view = array.readonly();
+        let slice = view.as_slice()?;
+        Ok(Self {
+            ptr: slice.as_ptr(),
+            len: slice.len(),
+            _owner: array.clone().into_any().unbind(),
+        })
+    }
+
+    fn get(&self) -> &[T] {
+        // SAFETY: see the Send/Sync note; ptr and len came from the live array's slice
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
@@ -142,8 +191,8 @@ impl Kernel {
         let cell = self.proj.cell(lat, lng, self.max_res);
         for lv in &self.levels {
             let key = parent_of(cell, lv.res);
-            if let Ok(c) = lv.cells.binary_search(&key) {
-                for &entry in lv.entries_of(c) {
+            if let Ok(c) = lv.cells.get().binary_search(&key) {
+                for entry in lv.entries_of(c) {
                     self.test(entry, lat, lng, |f, u| out.push((f, u)));
                 }
             }
@@ -155,9 +204,14 @@ impl Kernel {
 
     /// One candidate entry: interior, or tested exactly; `keep(fence, undecided)` if not out.
     #[inline]
-    fn test(&self, entry: u32, lat: f64, lng: f64, mut keep: impl FnMut(u32, bool)) {
-        let f = entry & !INTERIOR;
-        if entry & INTERIOR != 0 {
+    fn test(
+        &self,
+        (f, interior): (u32, bool),
+        lat: f64,
+        lng: f64,
+        mut keep: impl FnMut(u32, bool),
+    ) {
+        if interior {
             keep(f, false);
         } else {
             match self.verdict(f as usize, lat, lng) {
@@ -210,14 +264,15 @@ impl Kernel {
             drop(keys);
             for lv in &self.levels {
                 let mut cur = 0usize;
+                let cells = lv.cells.get();
                 for q in &ordered {
                     let key = parent_of(q.cell, lv.res);
-                    cur = gallop(&lv.cells, cur, key);
-                    if cur == lv.cells.len() {
+                    cur = gallop(cells, cur, key);
+                    if cur == cells.len() {
                         break;
                     }
-                    if lv.cells[cur] == key {
-                        for &entry in lv.entries_of(cur) {
+                    if cells[cur] == key {
+                        for entry in lv.entries_of(cur) {
                             self.test(entry, q.lat, q.lng, |f, u| pairs.push((q.p, f, u)));
                         }
                     }
@@ -269,10 +324,10 @@ impl Kernel {
     fn new(
         max_res: u8,
         levels: Vec<u8>,
-        cells: Vec<PyReadonlyArray1<'_, u64>>,
-        offsets: Vec<PyReadonlyArray1<'_, i64>>,
-        fences: Vec<PyReadonlyArray1<'_, i32>>,
-        interior: Vec<PyReadonlyArray1<'_, bool>>,
+        cells: Vec<Bound<'_, PyArray1<u64>>>,
+        offsets: Vec<Bound<'_, PyArray1<i64>>>,
+        fences: Vec<Bound<'_, PyArray1<i32>>>,
+        interior: Vec<Bound<'_, PyArray1<bool>>>,
         grid: PyReadonlyArray2<'_, bool>,
         south: f64,
         west: f64,
@@ -293,15 +348,22 @@ impl Kernel {
                 "one cells/offsets/fences/interior array per level",
             ));
         }
+        let n_fences = circle.len();
         let mut built = Vec::with_capacity(n_levels);
         for l in 0..n_levels {
-            let c = cells[l].as_slice()?;
-            let o = offsets[l].as_slice()?;
-            let f = fences[l].as_slice()?;
-            let inner = interior[l].as_slice()?;
+            let level = Level {
+                res: levels[l],
+                cells: Shared::borrow(&cells[l], "cells")?,
+                offsets: Shared::borrow(&offsets[l], "offsets")?,
+                fences: Shared::borrow(&fences[l], "fences")?,
+                interior: Shared::borrow(&interior[l], "interior")?,
+            };
+            let (c, o, f) = (level.cells.get(), level.offsets.get(), level.fences.get());
             if o.len() != c.len() + 1
-                || f.len() != inner.len()
+                || f.len() != level.interior.get().len()
+                || o.first().copied() != Some(0)
                 || o.last().copied() != Some(f.len() as i64)
+                || o.windows(2).any(|w| w[0] > w[1])
             {
                 return Err(PyValueError::new_err(format!(
                     "level {l}: offsets do not match cells and fences"
@@ -312,16 +374,12 @@ impl Kernel {
                     "level {l}: cells are not ascending and distinct"
                 )));
             }
-            built.push(Level {
-                res: levels[l],
-                cells: c.to_vec(),
-                starts: o.iter().map(|&x| x as u32).collect(),
-                entries: f
-                    .iter()
-                    .zip(inner)
-                    .map(|(&f, &i)| f as u32 | if i { INTERIOR } else { 0 })
-                    .collect(),
-            });
+            if f.iter().any(|&x| x < 0 || x as usize >= n_fences) {
+                return Err(PyValueError::new_err(format!(
+                    "level {l}: a fence number out of range"
+                )));
+            }
+            built.push(level);
         }
         let g = grid.as_array();
         let (rows, cols) = (g.nrows() as i64, g.ncols() as i64);
@@ -400,7 +458,7 @@ impl Kernel {
     fn nbytes(&self) -> usize {
         self.levels
             .iter()
-            .map(|lv| lv.cells.len() * 8 + lv.starts.len() * 4 + lv.entries.len() * 4)
+            .map(|_| 0) // the level tables are the index's numpy arrays, counted there
             .sum::<usize>()
             + self.grid.len()
             + self.circle.len() * (1 + 8 * 3 + 1 + 32 + 8)
