@@ -12,6 +12,8 @@ in its compiled kernel where built (`make kernel`); its numpy path is measured b
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import os
 import platform
@@ -115,8 +117,12 @@ def rss_mb() -> float:
 
 
 def built(fn):
-    """(object, seconds, RSS growth in MB) of building something."""
+    """(object, seconds, RSS growth in MB) of building something; freed memory is handed back
+    to the OS first (glibc's malloc_trim, as the index does after a build), so the growth is
+    this build's, not the high-water of whatever ran before."""
     gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
     before = rss_mb()
     t = time.perf_counter()
     out = fn()
