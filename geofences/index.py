@@ -61,10 +61,13 @@ KERNEL_API = 1  # the kernel's signature this module speaks (kernel/src/lib.rs: 
 
 
 def load_kernel(environ: Mapping[str, str] | None = None) -> Any:
-    """The compiled matching kernel module (geofences._kernel), or None: not built, or ``GEOPUSH_PURE_PYTHON=1``, or
-    built for another version of this module (then with a warning to rebuild it)."""
+    """The compiled matching kernel module (geofences._kernel), or None: not built, or switched
+    off (``GEOPUSH_KERNEL=off``, or ``GEOPUSH_PURE_PYTHON=1``, which also turns off the mypyc
+    modules), or built for another version of this module (then with a warning to rebuild it)."""
     env = os.environ if environ is None else environ
     if env.get("GEOPUSH_PURE_PYTHON", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    if env.get("GEOPUSH_KERNEL", "").lower() in ("0", "false", "no", "off"):
         return None
     try:
         kernel = importlib.import_module("geofences._kernel")

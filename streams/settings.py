@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Run the hot path from its Python source even where `make native` compiled it "
         "(profiling, debugging); read as the process starts.",
     )
+    kernel: bool = Field(
+        True,
+        description="Match pings in the compiled fence-matching kernel where `make kernel` built it "
+        "(off: the index's numpy path, same answers); read when an index is built.",
+    )
 
     # --- catalog ---------------------------------------------------------------------------
     catalog_path: Path = Field(Path("config/catalog"), description="Catalog YAML file or directory loaded at start.")

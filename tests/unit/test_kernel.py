@@ -23,6 +23,8 @@ def test_kernel_is_built_where_cargo_is() -> None:
     if cargo and not os.environ.get("GEOPUSH_PURE_PYTHON"):
         assert KERNEL is not None, "cargo is here, so `make install` builds geofences._kernel"
     assert load_kernel({"GEOPUSH_PURE_PYTHON": "1"}) is None
+    assert load_kernel({"GEOPUSH_KERNEL": "off"}) is None
+    assert (load_kernel({"GEOPUSH_KERNEL": "true"}) is None) == (KERNEL is None)
 
 
 def test_pure_python_switch_and_required_kernel() -> None:
