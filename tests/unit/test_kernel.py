@@ -104,3 +104,14 @@ def test_empty_index_and_empty_batch() -> None:
     fences = make_fences(10, REGIONS["city"], np.random.default_rng(2))
     m = FenceIndex(fences, kernel=True).match(np.zeros(0), np.zeros(0))
     assert len(m) == 0 and m.ping.dtype == np.int64
+
+
+def test_a_kernel_built_for_another_version_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import types
+
+    stale = types.ModuleType("geofences._kernel")
+    stale.API = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(importlib, "import_module", lambda name: stale)
+    with pytest.warns(RuntimeWarning, match="make kernel"):
+        assert load_kernel({}) is None
