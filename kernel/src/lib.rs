@@ -47,7 +47,8 @@ struct Kernel {
     xy: Vec<[f64; 2]>,
 }
 
-/// One resolution's cells, ascending, each owning `entries[starts[c]..starts[c + 1]]`.
+/// One resolution's cells, ascending; cell `c` owns the entries (fence, interior) at
+/// `offsets[c]..offsets[c + 1]`.
 /// The arrays are the index's own numpy arrays, not copies (they are ~60 MB at 100k fences):
 /// read-only, C-contiguous, and kept alive by the references held here.
 struct Level {
@@ -454,13 +455,10 @@ impl Kernel {
         out
     }
 
-    /// Bytes held by the kernel's tables (hash table, entries, fence arrays, polygon rings).
+    /// Bytes the kernel holds of its own: the occupancy grid, the per-fence arrays and the
+    /// polygon rings (the level tables are the index's numpy arrays, counted there).
     fn nbytes(&self) -> usize {
-        self.levels
-            .iter()
-            .map(|_| 0) // the level tables are the index's numpy arrays, counted there
-            .sum::<usize>()
-            + self.grid.len()
+        self.grid.len()
             + self.circle.len() * (1 + 8 * 3 + 1 + 32 + 8)
             + self.vert_start.len() * 8
             + self.xy.len() * 16
