@@ -14,8 +14,8 @@ bit arithmetic, ``searchsorted`` per resolution, CSR expansion to (ping, fence) 
 lat/lng occupancy grid first drops pings far from every fence without touching H3.
 
 Where the compiled kernel is built (``geofences._kernel``, Rust, ``make kernel``), queries run
-there instead: the same cells (checked against h3o), one hash probe per level, the same exact
-tests in one pass; pairs too close to a boundary for double precision come back undecided and
+there instead: the same cells (checked against h3o), the batch swept through each level's
+sorted cells in cell order, the same exact tests in one pass; pairs too close to a boundary for double precision come back undecided and
 are settled here by the exact path, so both give the same answers, pair for pair.
 """
 

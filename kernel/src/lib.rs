@@ -27,7 +27,6 @@ const API: u32 = 1;
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
 struct Kernel {
-    proj: Projector,
     max_res: u8,
     levels: Vec<Level>,
     grid: Vec<bool>,
@@ -189,7 +188,7 @@ impl Kernel {
         if !lat.is_finite() || !lng.is_finite() || self.levels.is_empty() || !self.near(lat, lng) {
             return;
         }
-        let cell = self.proj.cell(lat, lng, self.max_res);
+        let cell = projector().cell(lat, lng, self.max_res);
         for lv in &self.levels {
             let key = parent_of(cell, lv.res);
             if let Ok(c) = lv.cells.get().binary_search(&key) {
@@ -238,7 +237,7 @@ impl Kernel {
             .collect();
         let near_lat: Vec<f64> = near.iter().map(|&p| lat[p]).collect();
         let near_lng: Vec<f64> = near.iter().map(|&p| lng[p]).collect();
-        let cells = self.proj.cells(&near_lat, &near_lng, self.max_res);
+        let cells = projector().cells(&near_lat, &near_lng, self.max_res);
         let pings: Vec<Ping> = (0..near.len())
             .map(|k| Ping {
                 cell: cells[k],
@@ -387,7 +386,6 @@ impl Kernel {
         let b = bounds.as_array();
         let xy = xy.as_array();
         let k = Kernel {
-            proj: Projector::new(),
             max_res,
             levels: built,
             grid: g.iter().copied().collect(),
