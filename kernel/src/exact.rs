@@ -42,6 +42,40 @@ pub fn in_circle(lat0: f64, lng0: f64, radius: f64, lat: f64, lng: f64) -> Verdi
     }
 }
 
+/// Meridional and prime-vertical radii of curvature (metres) at `lat_deg` (geodesy.radii).
+pub fn radii(lat_deg: f64) -> (f64, f64) {
+    let s = lat_deg.to_radians().sin();
+    let w2 = 1.0 - WGS84_E2 * s * s;
+    (
+        WGS84_A * (1.0 - WGS84_E2) / (w2 * w2.sqrt()),
+        WGS84_A / w2.sqrt(),
+    )
+}
+
+/// Metres from (x, y) (degrees, in the polygon's longitude space) to the nearest edge of the
+/// rings, in the local plane at (x0, y0): east = (x − x0)·kx, north = (y − y0)·ky, as
+/// `FenceIndex.signed_distance_m` measures it (kx, ky from [`radii`] at y0).
+pub fn boundary_distance_m<'a>(
+    x: f64,
+    y: f64,
+    (x0, y0): (f64, f64),
+    rings: impl Iterator<Item = &'a [[f64; 2]]>,
+) -> f64 {
+    let (m, n) = radii(y0);
+    let kx = n * y0.to_radians().cos() * std::f64::consts::PI / 180.0;
+    let ky = m * std::f64::consts::PI / 180.0;
+    let (px, py) = ((x - x0) * kx, (y - y0) * ky);
+    let mut best = f64::INFINITY;
+    for ring in rings {
+        for w in ring.windows(2) {
+            let (ax, ay) = ((w[0][0] - x0) * kx, (w[0][1] - y0) * ky);
+            let (bx, by) = ((w[1][0] - x0) * kx, (w[1][1] - y0) * ky);
+            best = best.min(segment_distance2(px, py, ax, ay, bx, by));
+        }
+    }
+    best.sqrt()
+}
+
 /// Squared distance from (px, py) to the segment a–b (degrees²).
 fn segment_distance2(px: f64, py: f64, ax: f64, ay: f64, bx: f64, by: f64) -> f64 {
     let (dx, dy) = (bx - ax, by - ay);

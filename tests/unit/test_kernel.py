@@ -115,3 +115,31 @@ def test_a_kernel_built_for_another_version_is_not_used(monkeypatch: pytest.Monk
     monkeypatch.setattr(importlib, "import_module", lambda name: stale)
     with pytest.warns(RuntimeWarning, match="make kernel"):
         assert load_kernel({}) is None
+
+
+@needs_kernel
+def test_signed_distances_are_the_numpy_paths() -> None:
+    """Exit hysteresis and accuracy checks read these: the kernel's local-plane distances agree
+    with shapely's to a micrometre, inside (negative), outside, in holes, across the antimeridian."""
+    from geofences.catalog import GeofenceSpec
+    from geofences.shapes import fence_from_spec
+
+    rng = np.random.default_rng(5)
+    fences = make_fences(400, REGIONS["city"], rng)
+    outer = [[-16.5, 179.995], [-16.5, -179.995], [-16.51, -179.995], [-16.51, 179.995]]
+    hole = [[-16.503, 179.999], [-16.503, -179.999], [-16.507, -179.999], [-16.507, 179.999]]
+    fences.append(fence_from_spec("dateline", GeofenceSpec(polygon=[outer, hole])))
+    pure, compiled = FenceIndex(fences, kernel=False), FenceIndex(fences, kernel=True)
+    n = 20_000
+    f = rng.integers(0, len(fences), n)
+    f[:2_000] = len(fences) - 1
+    centre_lat = np.array([fences[i].lat for i in f])
+    centre_lng = np.array([fences[i].lng for i in f])
+    radius = np.array([fences[i].radius_m for i in f])
+    lat = centre_lat + rng.uniform(-1.5, 1.5, n) * radius / 111_000.0
+    lng = (centre_lng + rng.uniform(-1.5, 1.5, n) * radius / 90_000.0 + 180.0) % 360.0 - 180.0
+    want, got = pure.signed_distance_m(f, lat, lng), compiled.signed_distance_m(f, lat, lng)
+    assert (want < 0).sum() > 3_000 and (want > 0).sum() > 3_000
+    assert ((want[:2_000] < 0) & (want[:2_000] > -100)).any(), "some points between hole and outline"
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-6)
+    assert np.array_equal(np.sign(got), np.sign(want))
