@@ -42,6 +42,7 @@ from h3ronpy import vector as h3v
 from numpy.typing import ArrayLike, NDArray
 
 from geofences.geodesy import distance_m, radii, within_m, within_m_one, wrap_lng
+from geofences.native import pure_python
 from geofences.shapes import Fence
 
 MIN_RES, MAX_RES = 5, 13
@@ -65,9 +66,7 @@ def load_kernel(environ: Mapping[str, str] | None = None) -> Any:
     off (``GEOPUSH_KERNEL=off``, or ``GEOPUSH_PURE_PYTHON=1``, which also turns off the mypyc
     modules), or built for another version of this module (then with a warning to rebuild it)."""
     env = os.environ if environ is None else environ
-    if env.get("GEOPUSH_PURE_PYTHON", "").lower() in ("1", "true", "yes", "on"):
-        return None
-    if env.get("GEOPUSH_KERNEL", "").lower() in ("0", "false", "no", "off"):
+    if pure_python(env) or env.get("GEOPUSH_KERNEL", "").lower() in ("0", "false", "no", "off"):
         return None
     try:
         kernel = importlib.import_module("geofences._kernel")

@@ -49,13 +49,18 @@ def extension_of(module: str, root: Path = ROOT) -> Path | None:
     return found[0] if found else None
 
 
+def pure_python(environ: Mapping[str, str]) -> bool:
+    """Whether ``GEOPUSH_PURE_PYTHON`` asks for every compiled part to stay unused."""
+    return environ.get(PURE_ENV, "").lower() in ("1", "true", "yes", "on")  # as the settings read it
+
+
 def modules_from_source(environ: Mapping[str, str] | None = None, root: Path = ROOT) -> list[str]:
     """The compiled modules that must load from source: none, or all that are built."""
     env = os.environ if environ is None else environ
     built = {m: ext for m in MODULES if (ext := extension_of(m, root)) is not None}
     if not built:
         return []
-    if env.get(PURE_ENV, "").lower() in ("1", "true", "yes", "on"):  # as the settings read GEOPUSH_PURE_PYTHON
+    if pure_python(env):
         return sorted(built)
     stale = [m for m in built if built_from(root).get(m) != source_hash(m, root)]
     if stale or len(built) < len(MODULES):
