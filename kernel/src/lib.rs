@@ -168,18 +168,27 @@ impl Kernel {
         if self.circle[f] {
             return exact::in_circle(self.lat[f], self.lng[f], self.radius[f], lat, lng);
         }
-        let x = if self.shifted[f] && lng < 0.0 {
-            lng + 360.0
-        } else {
-            lng
-        };
+        let x = self.fence_x(f, lng);
         let [x0, y0, x1, y1] = self.bounds[f];
         if !(x >= x0 && x <= x1 && lat >= y0 && lat <= y1) {
             return Verdict::Out;
         }
-        let rings = (self.ring_start[f]..self.ring_start[f + 1])
-            .map(|r| &self.xy[self.vert_start[r]..self.vert_start[r + 1]]);
-        exact::in_polygon(x, lat, rings)
+        exact::in_polygon(x, lat, self.rings(f))
+    }
+
+    /// A longitude in polygon `f`'s own longitude space (past 180° for a fence across it).
+    fn fence_x(&self, f: usize, lng: f64) -> f64 {
+        if self.shifted[f] && lng < 0.0 {
+            lng + 360.0
+        } else {
+            lng
+        }
+    }
+
+    /// Polygon `f`'s rings (outline, holes, other parts), each closed.
+    fn rings(&self, f: usize) -> impl Iterator<Item = &[[f64; 2]]> + '_ {
+        (self.ring_start[f]..self.ring_start[f + 1])
+            .map(|r| &self.xy[self.vert_start[r]..self.vert_start[r + 1]])
     }
 
     /// The fences holding one point, as (fence, undecided), ascending by fence.
@@ -212,16 +221,8 @@ impl Kernel {
             Verdict::Out => 1.0,
             Verdict::Undecided => return f64::NAN,
         };
-        let shift = |x: f64| {
-            if self.shifted[f] && x < 0.0 {
-                x + 360.0
-            } else {
-                x
-            }
-        };
-        let rings = (self.ring_start[f]..self.ring_start[f + 1])
-            .map(|r| &self.xy[self.vert_start[r]..self.vert_start[r + 1]]);
-        sign * exact::boundary_distance_m(shift(lng), lat, (shift(self.lng[f]), self.lat[f]), rings)
+        let origin = (self.fence_x(f, self.lng[f]), self.lat[f]);
+        sign * exact::boundary_distance_m(self.fence_x(f, lng), lat, origin, self.rings(f))
     }
 
     /// One candidate entry: interior, or tested exactly; `keep(fence, undecided)` if not out.
@@ -269,8 +270,9 @@ impl Kernel {
             })
             .collect();
         drop((near, near_lat, near_lng, cells));
-        let mut pairs: Vec<(u32, u32, bool)> = Vec::new(); // (ping, fence, undecided), any order
-                                                           // runs of at most 2^free pings: within a run a plain integer sort orders (cell, ping)
+        // (ping, fence, undecided), in any order
+        let mut pairs: Vec<(u32, u32, bool)> = Vec::new();
+        // runs of at most 2^free pings: within a run a plain integer sort orders (cell, ping)
         for run in pings.chunks(1usize << free.min(24)) {
             let mut keys: Vec<u64> = run
                 .iter()
