@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -31,6 +31,9 @@ DEFAULT_VALIDITY = timedelta(hours=2)
 NAN = float("nan")
 TEXTS_KEPT = 100_000  # rendered offer texts kept per engine (campaign x store x device locale)
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
+# the presence book's gate codes and transition kinds (kernel/src/presence.rs: GATES, BLOCKED...)
+GATE_NAMES = ("", "duplicate", "out_of_order", "stale", "impossible_jump", "low_accuracy", "drive_by")
+BOOK_BLOCKED, BOOK_EXIT, BOOK_ENTER, BOOK_DWELL = 0, 1, 2, 3
 
 
 class StateStore(Protocol):
@@ -40,6 +43,31 @@ class StateStore(Protocol):
 
 class DeviceBook(Protocol):
     def get(self, device_id: str) -> Device | None: ...
+
+
+class BookStates(StateStore, Protocol):
+    """A partition's states held by the native presence book (``geofences._kernel.PresenceBook``):
+    :meth:`Engine.decide` steps gates and presence there and decides only campaigns here."""
+
+    book: Any
+
+    def prepare(self, engine: object, rules: tuple[float, ...], device_ids: list[str]) -> None:
+        """Configure the book for ``engine`` (if it is not yet) and load these devices' states."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """The index's matches for a batch: ping ``k`` is in ``fence[ptr[k]:ptr[k + 1]]``, with
+    ``certain`` False where its accuracy circle crosses that fence's boundary."""
+
+    ptr: Any  # int64[n + 1]
+    fence: Any  # int64[m]
+    certain: Any  # bool[m]
+
+    def part(self, start: int, n: int) -> Found:
+        """The matches of pings ``start`` to ``start + n``, numbered from 0."""
+        lo, hi = int(self.ptr[start]), int(self.ptr[start + n])
+        return Found(self.ptr[start : start + n + 1] - lo, self.fence[lo:hi], self.certain[lo:hi])
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,10 @@ def pick_locale(device_locale: str, offered: Sequence[str], fallback: str) -> st
     if fallback in offered:
         return fallback
     return offered[0]
+
+
+def _or_nan(x: float | None) -> float:
+    return NAN if x is None else x
 
 
 def utc(ms: int) -> datetime:
@@ -119,6 +151,18 @@ class Engine:
         self.texts: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # see _text
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
+        self.campaign_of: dict[str, Campaign] = {c.id: c for c in catalog.campaigns}
+        r = rules
+        self.book_config: tuple[Any, ...] = (  # PresenceBook.configure's arguments
+            list(self.index.store_ids),
+            sorted({sid for sid, trigger in self.by_trigger if trigger == "enter"}),
+            sorted({sid for sid, trigger in self.by_trigger if trigger == "exit"}),
+            [(sid, cid, ms) for sid, due in self.dwells.items() for cid, ms in due],
+            (r.min_accuracy_m, r.exit_buffer_m, r.max_age_s, r.drive_by_mps, r.impossible_mps,
+             r.min_speed_interval_s, r.presence_timeout_s),
+            self.ttl_ms,
+            self.keep_ms,
+        )  # fmt: skip
 
     @classmethod
     def for_catalog(cls, catalog: Catalog, **rules: float) -> Engine:
@@ -139,41 +183,62 @@ class Engine:
         call (a few hundred pings per partition cost twice as much per ping to match alone),
         then each partition decided with its own state and device records."""
         everything = [p for batch in batches.values() for p in batch]
-        seen = self.see(everything)
+        found = self.found(everything)
         out: dict[int, Decided] = {}
         start = 0
         for p, batch in batches.items():
-            out[p] = self.decide(batch, states[p], devices[p], p, seen[start : start + len(batch)])
+            out[p] = self.decide(batch, states[p], devices[p], p, found.part(start, len(batch)))
             start += len(batch)
         return out
 
-    def see(self, pings: Sequence[Ping | PresenceCheck]) -> list[Inside]:
+    def found(self, pings: Sequence[Ping | PresenceCheck]) -> Found:
         """What the index says about each ping (presence checks: nowhere), in one call."""
-        real = [p for p in pings if isinstance(p, Ping)]
-        seen = self._match(real) if real else []
-        if len(real) < len(pings):  # presence checks in the batch: align what was seen with pings
-            matched = iter(seen)
-            seen = [next(matched) if isinstance(p, Ping) else NOWHERE for p in pings]
-        self.matched_pings += sum(1 for s in seen if s)
-        return seen
+        n = len(pings)
+        real = [k for k, p in enumerate(pings) if isinstance(p, Ping)]
+        at = [pings[k] for k in real]
+        lat = np.fromiter((p.lat for p in at if isinstance(p, Ping)), np.float64, len(at))
+        lng = np.fromiter((p.lng for p in at if isinstance(p, Ping)), np.float64, len(at))
+        acc = np.fromiter((p.accuracy_m or 0.0 for p in at if isinstance(p, Ping)), np.float64, len(at))
+        m = self.index.match_accuracy(lat, lng, acc)
+        assert m.certain is not None
+        where = m.ping if len(real) == n else np.asarray(real, dtype=np.int64)[m.ping]
+        counts = np.bincount(where, minlength=n)
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        self.matched_pings += int(np.count_nonzero(counts))
+        return Found(ptr, m.fence, m.certain)
+
+    def see(self, pings: Sequence[Ping | PresenceCheck]) -> list[Inside]:
+        """What the index says about each ping, as store id -> certain (presence checks: nowhere)."""
+        return self._inside(self.found(pings))
 
     def decide(
         self, pings: Sequence[Ping | PresenceCheck], states: StateStore, devices: DeviceBook, partition: int = 0,
-        seen: Sequence[Inside] | None = None,
+        found: Found | None = None,
     ) -> Decided:  # fmt: skip
         """(decisions, candidates, gated) for a batch of one partition, in ping order.
 
         Stream time (for the staleness gate) is the newest ping seen in that partition, since
         partitions are consumed at their own pace. ``gated`` lists pings a gate dropped or
-        stopped from entering, with the reason (for metrics). ``seen``: what :meth:`see` said
-        of these pings, if already asked."""
+        stopped from entering, with the reason (for metrics). ``found``: what :meth:`found`
+        said of these pings, if already asked. States held by the native presence book
+        (:class:`BookStates`) are stepped there; any other store, here in Python."""
+        if not pings:
+            return [], [], []
+        if found is None:
+            found = self.found(pings)
+        book = getattr(states, "book", None)
+        if book is not None:
+            return self._decide_book(pings, cast(BookStates, states), devices, partition, found)
+        return self._decide_python(pings, states, devices, partition, self._inside(found))
+
+    def _decide_python(
+        self, pings: Sequence[Ping | PresenceCheck], states: StateStore, devices: DeviceBook, partition: int,
+        seen: Sequence[Inside],
+    ) -> Decided:  # fmt: skip
         decisions: list[Decision] = []
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
-        if not pings:
-            return decisions, candidates, gated
-        if seen is None:
-            seen = self.see(pings)
         states = _Loaded(states)
         away = self._away_distances(pings, seen, states)
         stream_ms = self.stream_ms.get(partition, 0)
@@ -206,6 +271,64 @@ class Engine:
         self.stream_ms[partition] = stream_ms
         return decisions, candidates, gated
 
+    def _decide_book(
+        self, pings: Sequence[Ping | PresenceCheck], states: BookStates, devices: DeviceBook, partition: int,
+        found: Found,
+    ) -> Decided:  # fmt: skip
+        """:meth:`decide` with gates and presence stepped by the native presence book, which
+        returns in ping order the transitions that may trigger a campaign; those are decided
+        here, by the same code as the Python path."""
+        n = len(pings)
+        ids = [p.device_id for p in pings]
+        states.prepare(self, self.book_config, ids)
+        book = states.book
+        real = [p if isinstance(p, Ping) else None for p in pings]
+        kind = np.fromiter((0 if p is not None else 1 for p in real), np.uint8, n)
+        ts = np.fromiter((p.ts_ms for p in pings), np.int64, n)
+        lat = np.fromiter((p.lat if p is not None else NAN for p in real), np.float64, n)
+        lng = np.fromiter((p.lng if p is not None else NAN for p in real), np.float64, n)
+        acc = np.fromiter((_or_nan(p.accuracy_m) if p is not None else NAN for p in real), np.float64, n)
+        speed = np.fromiter((_or_nan(p.speed_mps) if p is not None else NAN for p in real), np.float64, n)
+        codes, events, stream_ms = book.decide(
+            ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
+            self.stream_ms.get(partition, 0), self.index.signed_distance_m,
+        )  # fmt: skip
+        self.stream_ms[partition] = stream_ms
+        names = GATE_NAMES
+        gates: list[int] = codes.tolist()
+        gated: list[tuple[Ping, str]] = []
+        for k in np.flatnonzero(codes).tolist():
+            ping = real[k]
+            assert ping is not None
+            gated.append((ping, names[gates[k]]))
+        decisions: list[Decision] = []
+        candidates: list[Candidate] = []
+        sent: dict[str, list[tuple[int, str, str]]] = {}
+        looked: dict[int, Device | None] = {}
+        for k, what, store_id, campaign_id, visit_ms in events:
+            at = pings[k]
+            if what == BOOK_BLOCKED:
+                why = names[gates[k]] or "uncertain_position"
+                for c in self.by_trigger.get((store_id, "enter"), []):
+                    decisions.append(self._decision(at, store_id, c.id, "enter", "suppressed", why, None))
+                continue
+            device_id = at.device_id
+            if k not in looked:
+                looked[k] = devices.get(device_id)
+            history = sent.get(device_id)
+            if history is None:
+                history = sent[device_id] = book.sent(device_id)
+            trigger: Transition = "dwell" if what == BOOK_DWELL else "exit" if what == BOOK_EXIT else "enter"
+            due = (
+                [self.campaign_of[campaign_id]] if what == BOOK_DWELL else self.by_trigger.get((store_id, trigger), [])
+            )
+            for c in due:
+                before = len(history)
+                self._campaign(at, history, store_id, visit_ms, c, trigger, looked[k], decisions, candidates)
+                if len(history) > before:
+                    book.add_sent(device_id, at.ts_ms, c.id, store_id)
+        return decisions, candidates, gated
+
     def _check_presence(
         self, check: PresenceCheck, states: StateStore, devices: DeviceBook,
         decisions: list[Decision], candidates: list[Candidate],
@@ -230,20 +353,20 @@ class Engine:
         return any(now_ms - v.last_in_ms > timeout_ms for v in state.visits.values())
 
     # ------------------------------------------------------------------ internals
-    def _match(self, pings: Sequence[Ping]) -> list[Inside]:
-        lat = np.fromiter((p.lat for p in pings), np.float64, len(pings))
-        lng = np.fromiter((p.lng for p in pings), np.float64, len(pings))
-        acc = np.fromiter((p.accuracy_m or 0.0 for p in pings), np.float64, len(pings))
-        m = self.index.match_accuracy(lat, lng, acc)
-        seen: list[Inside] = [NOWHERE] * len(pings)  # most pings are near no store
-        assert m.certain is not None
+    def _inside(self, found: Found) -> list[Inside]:
+        """Each ping's matches as store id -> certain, in the index's order."""
+        n = len(found.ptr) - 1
+        seen: list[Inside] = [NOWHERE] * n  # most pings are near no store
+        if not len(found.fence):
+            return seen
         ids = self.index.store_ids
-        for p, f, c in zip(m.ping.tolist(), m.fence.tolist(), m.certain.tolist(), strict=True):
-            found = seen[p]
-            if found is NOWHERE:
-                seen[p] = found = {}
-            assert isinstance(found, dict)
-            found[ids[f]] = c
+        pings = np.repeat(np.arange(n), np.diff(found.ptr))
+        for p, f, c in zip(pings.tolist(), found.fence.tolist(), found.certain.tolist(), strict=True):
+            inside = seen[p]
+            if inside is NOWHERE:
+                seen[p] = inside = {}
+            assert isinstance(inside, dict)
+            inside[ids[f]] = c
         return seen
 
     def _away_distances(
@@ -322,11 +445,11 @@ class Engine:
                 decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))
         for store_id, visit_ms in result.exited:
             for c in self.by_trigger.get((store_id, "exit"), []):
-                self._campaign(ping, state, store_id, visit_ms, c, "exit", dev(), decisions, candidates)
+                self._campaign(ping, state.sent, store_id, visit_ms, c, "exit", dev(), decisions, candidates)
         for store_id in result.entered:
             visit_ms = state.visits[store_id].entered_ms
             for c in self.by_trigger.get((store_id, "enter"), []):
-                self._campaign(ping, state, store_id, visit_ms, c, "enter", dev(), decisions, candidates)
+                self._campaign(ping, state.sent, store_id, visit_ms, c, "enter", dev(), decisions, candidates)
         for store_id, visit in state.visits.items():
             if store_id not in inside:
                 continue
@@ -335,10 +458,12 @@ class Engine:
                     continue
                 if ping.ts_ms - visit.entered_ms >= c.dwell_seconds * 1000:
                     visit.fired.append(c.id)
-                    self._campaign(ping, state, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates)
+                    self._campaign(
+                        ping, state.sent, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates
+                    )
 
     def _decision(
-        self, ping: Ping, store_id: str, campaign_id: str | None, transition: Transition,
+        self, ping: Ping | PresenceCheck, store_id: str, campaign_id: str | None, transition: Transition,
         outcome: Outcome, reason: str, nid: str | None,
     ) -> Decision:  # fmt: skip
         return Decision(
@@ -348,7 +473,7 @@ class Engine:
         )  # fmt: skip
 
     def _campaign(
-        self, ping: Ping, state: DeviceState, store_id: str, visit_ms: int, c: Campaign,
+        self, ping: Ping | PresenceCheck, sent: list[tuple[int, str, str]], store_id: str, visit_ms: int, c: Campaign,
         transition: Transition, device: Device | None,
         decisions: list[Decision], candidates: list[Candidate],
     ) -> None:  # fmt: skip
@@ -363,7 +488,7 @@ class Engine:
             local = local_time(ping.ts_ms, store_tz(store, self.catalog.defaults))
             reason = blocked_at(c, store, self.catalog.defaults, local)
             if reason is None:
-                reason = blocked_by_caps(self.caps[c.id], state.sent, c.id, store_id, ping.ts_ms)
+                reason = blocked_by_caps(self.caps[c.id], sent, c.id, store_id, ping.ts_ms)
             if reason is None and not device.token:
                 reason = "no_token"
         if reason is not None:
@@ -371,13 +496,13 @@ class Engine:
             return
         assert device is not None and local is not None
         nid = notification_id(ping.device_id, c.id, store_id, visit_ms)
-        state.sent.append((ping.ts_ms, c.id, store_id))
+        sent.append((ping.ts_ms, c.id, store_id))
         decision = self._decision(ping, store_id, c.id, transition, "notify", "ok", nid)
         notification = self._render(ping, store, c, device, nid, local)
         candidates.append(Candidate(decision, notification, self.caps[c.id].budget))
 
     def _render(
-        self, ping: Ping, store: Store, c: Campaign, device: Device, nid: str, local: datetime
+        self, ping: Ping | PresenceCheck, store: Store, c: Campaign, device: Device, nid: str, local: datetime
     ) -> Notification:  # fmt: skip
         """The push for this device: the offer's text in its locale, valid until the offer's
         validity or the store's closing, whichever is first (``local``: the store's time now)."""

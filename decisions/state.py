@@ -90,9 +90,11 @@ class DeviceState:
         return int(obj[1] if obj[0] == STATE_FORMAT else obj[0])
 
     def prune_sent(self, now_ms: int, keep_ms: int) -> None:
-        """Forget notifications older than the longest cap window."""
-        if self.sent and self.sent[0][0] < now_ms - keep_ms:
-            self.sent = [s for s in self.sent if s[0] >= now_ms - keep_ms]
+        """Forget notifications older than the longest cap window (any of them: one decided by
+        a presence check can precede, in the list, an older ping's)."""
+        since = now_ms - keep_ms
+        if self.sent and any(s[0] < since for s in self.sent):
+            self.sent = [s for s in self.sent if s[0] >= since]
 
 
 def _json(raw: bytes) -> list[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from typing import Any
 
 from decisions.records import Device
 from decisions.state import DeviceState
@@ -45,6 +46,10 @@ class StoreStates:
     def put(self, device_id: str, state: DeviceState) -> None:
         self.dirty[device_id] = state
 
+    def visiting(self) -> list[tuple[str, bool]]:
+        """(device, inside some store now) of each state changed since the last take."""
+        return [(k, bool(v.visits)) for k, v in self.dirty.items()]
+
     def take(self) -> Changes:
         """The held writes, serialised now (the engine goes on changing the objects), to be
         written by a checkpoint; until then reads see them. Kept decoded for the next polls."""
@@ -78,6 +83,66 @@ class StoreStates:
             for device_id in device_ids:
                 self.decoded.pop(device_id, None)
                 self.unwritten.pop(device_id, None)
+
+
+class BookStates:
+    """:class:`StoreStates` with the states held and stepped natively, by the kernel's presence
+    book (``geofences._kernel.PresenceBook``): the engine decides gates and presence there and
+    only campaigns in Python. Same reads, writes and bytes; ``keep`` bounds the states held."""
+
+    def __init__(self, store: PartitionStore, kernel: Any, keep: int = 0) -> None:
+        self.store = store
+        self.keep = keep
+        self.book = kernel.PresenceBook((0.0,) * 7)
+        self.engine: object | None = None  # the engine the book is configured for
+        self.unwritten: dict[str, bytes] = {}  # taken, not yet in the store
+
+    def prepare(self, engine: object, config: tuple[Any, ...], device_ids: list[str]) -> None:
+        if engine is not self.engine:
+            self.book.configure(*config)
+            self.engine = engine
+        for device_id in self.book.missing(device_ids):
+            raw = self.unwritten.get(device_id) or self.store.state(device_id)
+            if raw is not None:
+                self.book.load(device_id, raw)
+
+    def get(self, device_id: str) -> DeviceState | None:
+        raw: bytes | None = self.book.dumps(device_id)
+        raw = raw or self.unwritten.get(device_id) or self.store.state(device_id)
+        return DeviceState.loads(raw) if raw is not None else None
+
+    def put(self, device_id: str, state: DeviceState) -> None:
+        self.book.load(device_id, state.dumps(), dirty=True)
+
+    def visiting(self) -> list[tuple[str, bool]]:
+        visiting: list[tuple[str, bool]] = self.book.visiting()
+        return visiting
+
+    def take(self) -> Changes:
+        taken: list[tuple[str, bytes]] = self.book.take(self.keep)
+        self.unwritten.update(taken)
+        return list(taken)
+
+    def written(self, changes: Changes) -> None:
+        for device_id, raw in changes:
+            if raw is not None and self.unwritten.get(device_id) is raw:
+                del self.unwritten[device_id]
+
+    def forget(self, device_ids: Iterable[str] | None = None) -> None:
+        if device_ids is None:
+            self.book.forget()
+            self.unwritten.clear()
+        else:
+            ids = list(device_ids)
+            self.book.forget(ids)
+            for device_id in ids:
+                self.unwritten.pop(device_id, None)
+
+
+def state_view(store: PartitionStore, kernel: Any, keep: int = 0) -> StoreStates | BookStates:
+    """The engine's view of a partition's states: the presence book where the kernel is built
+    (``kernel``: ``geofences.index.load_kernel()``'s module, or None), else Python objects."""
+    return BookStates(store, kernel, keep) if kernel is not None else StoreStates(store, keep)
 
 
 class StoreDevices:

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         description="Match pings in the compiled fence-matching kernel where `make kernel` built it "
         "(off: the index's numpy path, same answers); read when an index is built.",
     )
+    presence_book: bool = Field(
+        True,
+        description="Keep device states in the kernel's presence book and step gates and presence "
+        "there, where `make kernel` built it (off, or with the kernel off: the Python engine, same "
+        "decisions); read when a partition is assigned.",
+    )
 
     # --- catalog ---------------------------------------------------------------------------
     catalog_path: Path = Field(Path("config/catalog"), description="Catalog YAML file or directory loaded at start.")

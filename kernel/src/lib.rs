@@ -9,8 +9,11 @@
 //! `undecided` and Python settles them exactly, so answers are the pure path's, pair for pair.
 
 pub mod base_cells;
+pub mod book;
 pub mod cell;
 pub mod exact;
+pub mod presence;
+pub mod state;
 
 use cell::Projector;
 use exact::Verdict;
@@ -22,7 +25,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 2;
+const API: u32 = 3;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -548,6 +551,7 @@ fn projector() -> &'static Projector {
 fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_class::<Kernel>()?;
+    m.add_class::<book::PresenceBook>()?;
     m.add_function(wrap_pyfunction!(cells, m)?)?;
     Ok(())
 }

@@ -29,9 +29,10 @@ from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
+from geofences.index import load_kernel
 from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
-from streams.device_view import Changes, StoreDevices, StoreStates
+from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, settle_heap
 from streams.metrics import Metrics
@@ -103,7 +104,7 @@ class DecideLoop:
         self.metrics = metrics
         self.counts = counts
         self.stores: dict[int, PartitionStore] = {}
-        self.views: dict[int, StoreStates] = {}  # the engine's view of each store
+        self.views: dict[int, StoreStates | BookStates] = {}  # the engine's view of each store
         self.devices: dict[int, StoreDevices] = {}  # and of its device records
         self.open_visits: dict[int, set[str]] = {}  # devices inside a fence, for the silence sweep
         self.lock = asyncio.Lock()
@@ -272,8 +273,8 @@ class DecideLoop:
         for p, (found, candidates, gated) in decided.items():
             states = self.views[p]
             visits = self.open_visits.setdefault(p, set())
-            for k, v in states.dirty.items():
-                if v.visits:
+            for k, inside in states.visiting():
+                if inside:
                     visits.add(k)
                 else:
                     visits.discard(k)
@@ -364,7 +365,7 @@ class DecideLoop:
             self.apply_devices(p, msgs)
         for p in new:
             self.open_visits[p] = {d for d, raw in self.stores[p].states() if DeviceState.loads(raw).visits}
-            self.views[p] = StoreStates(self.stores[p])
+            self.views[p] = state_view(self.stores[p], load_kernel() if s.presence_book else None)
             self.devices[p] = StoreDevices(self.stores[p])
         self.share_cache()
         self.follow_devices_of(set(self.stores))

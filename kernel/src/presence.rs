@@ -1,0 +1,455 @@
+//! Gates and presence for a batch of one partition's pings, over device states held here.
+//!
+//! A port of `decisions.presence` (gate, step) and of the per-ping loop of
+//! `decisions.engine.Engine.decide`, for the pings most of a stream is made of: the ones that
+//! only move a device's last position and visits. What needs the catalog's campaigns (caps,
+//! schedules, texts) stays in Python: this returns, in ping order, the transitions that may
+//! trigger a campaign (an enter or exit at a store with such campaigns, a suppressed enter,
+//! a dwell campaign due) and Python decides them. `tests/unit/test_presence_core.py` holds
+//! this to the Python engine, decision for decision and state for state.
+
+use std::collections::{HashMap, HashSet};
+
+use indexmap::{IndexMap, IndexSet};
+
+use crate::state::{Names, State, Visit};
+
+/// `decisions.presence.Rules` (the TTL and cap window are the engine's).
+#[derive(Clone, Copy, Debug)]
+pub struct Rules {
+    pub min_accuracy_m: f64,
+    pub exit_buffer_m: f64,
+    pub max_age_s: f64,
+    pub drive_by_mps: f64,
+    pub impossible_mps: f64,
+    pub min_speed_interval_s: f64,
+    pub presence_timeout_s: f64,
+}
+
+/// Why a ping could not start a visit (or was dropped): `GATES[code]`, 0 = passed.
+pub const GATES: [&str; 7] = [
+    "",
+    "duplicate",
+    "out_of_order",
+    "stale",
+    "impossible_jump",
+    "low_accuracy",
+    "drive_by",
+];
+const DUPLICATE: u8 = 1;
+const OUT_OF_ORDER: u8 = 2;
+const STALE: u8 = 3;
+const IMPOSSIBLE_JUMP: u8 = 4;
+const LOW_ACCURACY: u8 = 5;
+const DRIVE_BY: u8 = 6;
+
+/// What a ping brought that Python decides campaigns for.
+pub const BLOCKED: u8 = 0; // inside, but a gate (or an uncertain position) kept it from entering
+pub const EXIT: u8 = 1;
+pub const ENTER: u8 = 2;
+pub const DWELL: u8 = 3;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ping {
+    pub ts: i64,
+    pub lat: f64,
+    pub lng: f64,
+    pub acc: f64,   // NaN: not reported
+    pub speed: f64, // NaN: not reported
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Event {
+    pub ping: usize,
+    pub kind: u8,
+    pub store: u32,
+    pub campaign: Option<u32>, // DWELL: which campaign
+    pub visit_ms: i64,         // EXIT, ENTER, DWELL: when the visit began
+}
+
+const WGS84_A: f64 = 6_378_137.0;
+const WGS84_F: f64 = 1.0 / 298.257_223_563;
+
+/// `geofences.geodesy.distance_m_one`, operation for operation.
+pub fn distance_m_one(lat0: f64, lng0: f64, lat: f64, lng: f64) -> f64 {
+    let e2 = WGS84_F * (2.0 - WGS84_F);
+    let mid = (0.5 * (lat0 + lat)).to_radians();
+    let s = mid.sin();
+    let w2 = 1.0 - e2 * s * s;
+    let n = WGS84_A / w2.sqrt();
+    let m = WGS84_A * (1.0 - e2) / (w2 * w2.sqrt());
+    let north = m * (lat - lat0).to_radians();
+    let east = n * mid.cos() * ((lng - lng0 + 180.0).rem_euclid(360.0) - 180.0).to_radians();
+    east.hypot(north)
+}
+
+/// `presence.gate`: (reason, dropped).
+pub fn gate(p: &Ping, st: &State, stream_ms: i64, r: &Rules) -> (u8, bool) {
+    if st.ts_ms != 0 {
+        if p.ts == st.ts_ms {
+            return (DUPLICATE, true);
+        }
+        if p.ts < st.ts_ms {
+            return (OUT_OF_ORDER, true);
+        }
+    }
+    if (stream_ms - p.ts) as f64 > r.max_age_s * 1000.0 {
+        return (STALE, true);
+    }
+    let mut speed = p.speed;
+    if let (Some(lat0), Some(lng0), true) = (st.lat, st.lng, st.ts_ms != 0) {
+        let dt = (p.ts - st.ts_ms) as f64 / 1000.0;
+        let moved = distance_m_one(lat0, lng0, p.lat, p.lng);
+        if dt > 0.0 && moved / dt > r.impossible_mps && moved > 1000.0 {
+            return (IMPOSSIBLE_JUMP, true);
+        }
+        if speed.is_nan() && dt >= r.min_speed_interval_s {
+            speed = moved / dt;
+        }
+    }
+    if p.acc > r.min_accuracy_m {
+        return (LOW_ACCURACY, false);
+    }
+    if speed > r.drive_by_mps {
+        return (DRIVE_BY, false);
+    }
+    (0, false)
+}
+
+/// The outcome of one ping for one device (`presence.Step`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Step {
+    pub gate: u8,
+    pub dropped: bool,
+    pub entered: Vec<u32>,
+    pub exited: Vec<(u32, i64)>,
+    pub blocked: Vec<u32>,
+}
+
+/// `presence.step`: advance `st` by one ping. `inside`: (store, certain) in the index's
+/// order; `outside(store)`: signed distance to a visited store's boundary (NaN: gone).
+pub fn step(
+    p: &Ping,
+    st: &mut State,
+    inside: &[(u32, bool)],
+    outside: impl Fn(u32) -> f64,
+    stream_ms: i64,
+    r: &Rules,
+) -> Step {
+    let (reason, dropped) = gate(p, st, stream_ms, r);
+    let mut out = Step { gate: reason, dropped, ..Step::default() };
+    if dropped {
+        return out;
+    }
+    let acc = if p.acc.is_nan() { 0.0 } else { p.acc };
+    let holds = |s: u32| inside.iter().any(|&(x, _)| x == s);
+    let timeout_ms = r.presence_timeout_s * 1000.0;
+    st.visits.retain_mut(|v| {
+        if holds(v.store) {
+            v.last_in_ms = p.ts;
+            return true;
+        }
+        let d = outside(v.store);
+        let timed_out = (p.ts - v.last_in_ms) as f64 > timeout_ms;
+        if d.is_nan() || timed_out || d - acc > r.exit_buffer_m {
+            out.exited.push((v.store, v.entered_ms));
+            return false;
+        }
+        true
+    });
+    for &(store, certain) in inside {
+        if st.visit(store).is_some() {
+            continue;
+        }
+        if reason != 0 || !certain {
+            if !st.held.contains(&store) {
+                st.held.push(store);
+                out.blocked.push(store);
+            }
+            continue;
+        }
+        st.visits.push(Visit { store, entered_ms: p.ts, last_in_ms: p.ts, fired: Vec::new() });
+        out.entered.push(store);
+    }
+    if !st.held.is_empty() {
+        let visits = &st.visits;
+        st.held.retain(|&h| holds(h) && !visits.iter().any(|v| v.store == h));
+    }
+    st.ts_ms = p.ts;
+    if reason != LOW_ACCURACY {
+        st.lat = Some(p.lat);
+        st.lng = Some(p.lng);
+    }
+    out
+}
+
+/// The catalog as presence sees it: each fence's store, and which stores have campaigns.
+#[derive(Default)]
+pub struct Catalog {
+    pub fence_store: Vec<u32>,
+    pub store_fence: HashMap<u32, u32>,
+    pub on_enter: HashSet<u32>, // stores with enter campaigns (a suppressed enter is said too)
+    pub on_exit: HashSet<u32>,
+    pub dwell: HashMap<u32, Vec<(u32, f64)>>, // store -> (campaign, dwell ms), by priority
+}
+
+/// One partition's device states (those read recently) and the ones changed since `take`.
+pub struct Book {
+    pub names: Names,
+    pub catalog: Catalog,
+    pub rules: Rules,
+    pub ttl_ms: i64,
+    pub keep_ms: i64,
+    pub states: IndexMap<String, State>,
+    pub dirty: IndexSet<String>,
+}
+
+/// A batch of one partition: `kind[k]` 0 ping, 1 presence check; matches of ping `k` are
+/// `fence[ptr[k]..ptr[k + 1]]` with `certain`.
+pub struct Batch<'a> {
+    pub devices: &'a [&'a str],
+    pub kind: &'a [u8],
+    pub pings: &'a [Ping],
+    pub ptr: &'a [i64],
+    pub fence: &'a [i64],
+    pub certain: &'a [bool],
+}
+
+impl Batch<'_> {
+    fn inside(&self, k: usize, catalog: &Catalog, out: &mut Vec<(u32, bool)>) {
+        out.clear();
+        for j in self.ptr[k] as usize..self.ptr[k + 1] as usize {
+            let store = catalog.fence_store[self.fence[j] as usize];
+            match out.iter_mut().find(|(s, _)| *s == store) {
+                Some(found) => found.1 = self.certain[j], // a store of several fences: one entry
+                None => out.push((store, self.certain[j])),
+            }
+        }
+    }
+}
+
+impl Book {
+    pub fn new(rules: Rules) -> Book {
+        Book {
+            names: Names::default(),
+            catalog: Catalog::default(),
+            rules,
+            ttl_ms: i64::MAX,
+            keep_ms: 0,
+            states: IndexMap::new(),
+            dirty: IndexSet::new(),
+        }
+    }
+
+    /// The (ping, fence) pairs whose signed distance the batch may need: each visit the device
+    /// had before the batch or began earlier in it, at each later ping not inside that store
+    /// (`Engine._away_distances`).
+    pub fn away_pairs(&self, b: &Batch) -> (Vec<usize>, Vec<i64>) {
+        let mut maybe: HashMap<&str, Vec<u32>> = HashMap::new();
+        let (mut ks, mut fences) = (Vec::new(), Vec::new());
+        let mut inside = Vec::new();
+        for k in 0..b.devices.len() {
+            if b.kind[k] != 0 {
+                continue;
+            }
+            let dev = b.devices[k];
+            let visiting = maybe.entry(dev).or_insert_with(|| match self.states.get(dev) {
+                Some(st) => st.visits.iter().map(|v| v.store).collect(),
+                None => Vec::new(),
+            });
+            b.inside(k, &self.catalog, &mut inside);
+            for &store in visiting.iter() {
+                if inside.iter().all(|&(s, _)| s != store) {
+                    if let Some(&f) = self.catalog.store_fence.get(&store) {
+                        ks.push(k);
+                        fences.push(i64::from(f));
+                    }
+                }
+            }
+            for &(s, _) in &inside {
+                if !visiting.contains(&s) {
+                    visiting.push(s);
+                }
+            }
+        }
+        (ks, fences)
+    }
+
+    /// Gates and presence for the batch, in ping order (`Engine.decide` but the campaigns):
+    /// (gate code per ping, events, stream time after the batch). `away`: the distances of
+    /// [`Book::away_pairs`], in its order.
+    pub fn decide(&mut self, b: &Batch, away: &[f64], stream_ms: i64) -> (Vec<u8>, Vec<Event>, i64) {
+        let (pair_k, pair_f) = self.away_pairs(b);
+        let mut dist: HashMap<(usize, u32), f64> = HashMap::with_capacity(pair_k.len());
+        for i in 0..pair_k.len().min(away.len()) {
+            dist.insert((pair_k[i], self.catalog.fence_store[pair_f[i] as usize]), away[i]);
+        }
+        let mut gates = vec![0u8; b.devices.len()];
+        let mut events = Vec::new();
+        let mut fresh: HashMap<&str, State> = HashMap::new(); // reset, not yet kept (Engine's _Loaded)
+        let mut stream = stream_ms;
+        let mut inside = Vec::new();
+        for k in 0..b.devices.len() {
+            let (dev, p) = (b.devices[k], &b.pings[k]);
+            if b.kind[k] != 0 {
+                self.check_presence(k, dev, p.ts, &mut fresh, &mut events);
+                continue;
+            }
+            stream = stream.max(p.ts);
+            let reset = match fresh.get(dev).or_else(|| self.states.get(dev)) {
+                None => true,
+                Some(st) => p.ts - st.ts_ms > self.ttl_ms,
+            };
+            if reset {
+                fresh.insert(dev, State::default());
+            }
+            b.inside(k, &self.catalog, &mut inside);
+            let st = match fresh.get_mut(dev) {
+                Some(st) => st,
+                None => self.states.get_mut(dev).expect("looked up above"),
+            };
+            let out = step(p, st, &inside, |s| *dist.get(&(k, s)).unwrap_or(&f64::NAN), stream, &self.rules);
+            gates[k] = out.gate;
+            if out.dropped {
+                continue;
+            }
+            let cat = &self.catalog;
+            for &s in out.blocked.iter().filter(|s| cat.on_enter.contains(s)) {
+                events.push(Event { ping: k, kind: BLOCKED, store: s, campaign: None, visit_ms: 0 });
+            }
+            for &(s, at) in out.exited.iter().filter(|(s, _)| cat.on_exit.contains(s)) {
+                events.push(Event { ping: k, kind: EXIT, store: s, campaign: None, visit_ms: at });
+            }
+            for &s in out.entered.iter().filter(|s| cat.on_enter.contains(s)) {
+                events.push(Event { ping: k, kind: ENTER, store: s, campaign: None, visit_ms: p.ts });
+            }
+            for v in st.visits.iter_mut() {
+                let Some(due) = cat.dwell.get(&v.store) else { continue };
+                if inside.iter().all(|&(s, _)| s != v.store) {
+                    continue;
+                }
+                for &(c, dwell_ms) in due {
+                    if !v.fired.contains(&c) && (p.ts - v.entered_ms) as f64 >= dwell_ms {
+                        v.fired.push(c);
+                        events.push(Event { ping: k, kind: DWELL, store: v.store, campaign: Some(c), visit_ms: v.entered_ms });
+                    }
+                }
+            }
+            self.keep(dev, &mut fresh);
+        }
+        (gates, events, stream)
+    }
+
+    /// `Engine._check_presence`: end the visits a silent device has not confirmed in time.
+    fn check_presence<'a>(
+        &mut self, k: usize, dev: &'a str, ts: i64, fresh: &mut HashMap<&'a str, State>, events: &mut Vec<Event>,
+    ) {
+        let timeout_ms = self.rules.presence_timeout_s * 1000.0;
+        let st = match fresh.get_mut(dev) {
+            Some(st) => st,
+            None => match self.states.get_mut(dev) {
+                Some(st) => st,
+                None => return,
+            },
+        };
+        if ts <= st.ts_ms || !st.visits.iter().any(|v| (ts - v.last_in_ms) as f64 > timeout_ms) {
+            return;
+        }
+        let cat = &self.catalog;
+        st.visits.retain(|v| {
+            if (ts - v.last_in_ms) as f64 <= timeout_ms {
+                return true;
+            }
+            if cat.on_exit.contains(&v.store) {
+                events.push(Event { ping: k, kind: EXIT, store: v.store, campaign: None, visit_ms: v.entered_ms });
+            }
+            false
+        });
+        self.keep(dev, fresh);
+    }
+
+    /// The device's state changed: keep it (a reset one replaces what was read) and mark it.
+    fn keep(&mut self, dev: &str, fresh: &mut HashMap<&str, State>) {
+        if let Some(st) = fresh.remove(dev) {
+            self.states.insert(dev.to_owned(), st);
+        }
+        if !self.dirty.contains(dev) {
+            self.dirty.insert(dev.to_owned());
+        }
+    }
+
+    /// The changed states, serialised (notifications past the cap window forgotten), in the
+    /// order they first changed; then the oldest-read quarter forgotten past `keep` states.
+    pub fn take(&mut self, keep: usize) -> Vec<(String, Vec<u8>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out = Vec::with_capacity(dirty.len());
+        for dev in dirty {
+            if let Some(st) = self.states.get_mut(&dev) {
+                st.prune_sent(self.keep_ms);
+                let raw = st.dumps(&self.names);
+                out.push((dev, raw));
+            }
+        }
+        if keep == 0 {
+            self.states.clear();
+        } else if self.states.len() > keep {
+            let n = self.states.len() - keep * 3 / 4;
+            self.states.drain(..n);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        min_accuracy_m: 100.0,
+        exit_buffer_m: 30.0,
+        max_age_s: 600.0,
+        drive_by_mps: 7.0,
+        impossible_mps: 70.0,
+        min_speed_interval_s: 10.0,
+        presence_timeout_s: 1800.0,
+    };
+
+    fn ping(ts: i64, lat: f64, lng: f64) -> Ping {
+        Ping { ts, lat, lng, acc: 10.0, speed: f64::NAN }
+    }
+
+    #[test]
+    fn distance_is_the_python_model() {
+        // geofences.geodesy.distance_m_one(35.0, 139.0, 35.001, 139.001)
+        let d = distance_m_one(35.0, 139.0, 35.001, 139.001);
+        assert!((d - 143.5).abs() < 0.5, "{d}");
+        assert_eq!(distance_m_one(0.0, 179.9999, 0.0, -179.9999), distance_m_one(0.0, -0.0001, 0.0, 0.0001));
+    }
+
+    #[test]
+    fn gates_in_order() {
+        let st = State { ts_ms: 100_000, lat: Some(35.0), lng: Some(139.0), ..State::default() };
+        assert_eq!(gate(&ping(100_000, 35.0, 139.0), &st, 100_000, &RULES), (DUPLICATE, true));
+        assert_eq!(gate(&ping(99_000, 35.0, 139.0), &st, 100_000, &RULES), (OUT_OF_ORDER, true));
+        assert_eq!(gate(&ping(200_000, 35.0, 139.0), &st, 900_000, &RULES), (STALE, true));
+        assert_eq!(gate(&ping(110_000, 35.1, 139.0), &st, 0, &RULES), (IMPOSSIBLE_JUMP, true));
+        assert_eq!(gate(&ping(120_000, 35.002, 139.0), &st, 0, &RULES), (DRIVE_BY, false));
+        let vague = Ping { acc: 150.0, ..ping(120_000, 35.0, 139.0) };
+        assert_eq!(gate(&vague, &st, 0, &RULES), (LOW_ACCURACY, false));
+        assert_eq!(gate(&ping(120_000, 35.0001, 139.0), &st, 0, &RULES), (0, false));
+    }
+
+    #[test]
+    fn enter_hold_exit() {
+        let mut st = State::default();
+        let far = |_| 100.0;
+        let out = step(&ping(1000, 35.0, 139.0), &mut st, &[(7, false)], far, 1000, &RULES);
+        assert_eq!((out.blocked, st.held.clone()), (vec![7], vec![7]));
+        let out = step(&ping(20_000, 35.0, 139.0), &mut st, &[(7, true)], far, 20_000, &RULES);
+        assert_eq!((out.entered, st.held.len()), (vec![7], 0));
+        let near = step(&ping(40_000, 35.0, 139.0), &mut st, &[], |_| 20.0, 40_000, &RULES);
+        assert!(near.exited.is_empty() && st.visit(7).is_some());
+        let out = step(&ping(60_000, 35.0, 139.0), &mut st, &[], far, 60_000, &RULES);
+        assert_eq!(out.exited, vec![(7, 20_000)]);
+    }
+}
