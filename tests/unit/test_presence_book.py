@@ -1,0 +1,185 @@
+"""The presence book (kernel/src/presence.rs, state.rs): device states held natively, gates
+and presence stepped in Rust, campaigns decided in Python. It must decide exactly as the
+Python engine — the same decisions, candidates and gates in the same order, the same final
+states — and read and write the same state bytes."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decisions.engine import Engine
+from decisions.pings import Ping, PresenceCheck, parse_ping
+from decisions.state import DeviceState, Visit
+from geofences.index import load_kernel
+from geofences.load import load_catalog
+from streams.device_store import PartitionStore
+from streams.device_view import BookStates, StoreStates, state_view
+from streams.phones import simulate
+from tests.conftest import REPO
+
+KERNEL = load_kernel()
+pytestmark = pytest.mark.skipif(KERNEL is None, reason="kernel not built: no cargo on this machine")
+START_MS = 1795489200000  # 2026-11-24T12:00:00+09:00
+DAY_MS = 86_400_000
+PARTS = 3
+
+Item = Ping | PresenceCheck
+
+
+def decide_all(
+    engine: Engine, items: list[Item], devices: dict[str, object], book: bool, keep: int, size: int = 400
+) -> tuple[list[bytes], dict[str, bytes]]:
+    """Every output in order (per poll and partition), and each device's final state, decoded
+    then serialised by Python (so the two paths' bytes are compared by meaning)."""
+    engine.stream_ms.clear()
+    stores = {p: PartitionStore(None) for p in range(PARTS)}
+    views = {p: (BookStates(s, KERNEL, keep) if book else StoreStates(s, keep)) for p, s in stores.items()}
+    out: list[bytes] = []
+    for i in range(0, len(items), size):
+        batches: dict[int, list[Item]] = {p: [] for p in range(PARTS)}
+        for item in items[i : i + size]:
+            batches[sum(item.device_id.encode()) % PARTS].append(item)
+        decided = engine.decide_poll(batches, views, dict.fromkeys(batches, devices))  # type: ignore[arg-type]
+        for p, (decisions, candidates, gated) in sorted(decided.items()):
+            out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+            out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
+            out += [orjson.dumps([p, d, inside]) for d, inside in sorted(views[p].visiting())]
+            changes = views[p].take()
+            stores[p].write_states(changes, None)
+            views[p].written(changes)
+    final = {d: DeviceState.loads(raw).dumps() for s in stores.values() for d, raw in s.states()}
+    return out, final
+
+
+def stream(seed: int) -> tuple[Engine, list[Item], dict[str, object]]:
+    """300 simulated phones on the example catalog, with presence checks for silent devices
+    mixed in, and the first pings again 40 days later (past the state TTL: states start over)."""
+    catalog = load_catalog([REPO / "config" / "catalog"])
+    records, sim = simulate(catalog, 300, START_MS, seed=seed, spread_s=120.0)
+    pings = [parse_ping(orjson.dumps(p.body)) for p in sim]
+    rng = random.Random(seed)
+    items: list[Item] = []
+    for k, ping in enumerate(pings):
+        items.append(ping)
+        if k % 37 == 0:
+            other = pings[rng.randrange(k + 1)]
+            items.append(PresenceCheck(other.device_id, ping.ts_ms + rng.choice((0, 1_000_000, 2_000_000))))
+    later = [Ping(p.device_id, p.ts_ms + 40 * DAY_MS, p.lat, p.lng, p.accuracy_m, p.speed_mps) for p in pings[:400]]
+    return Engine.for_catalog(catalog), items + later, {d.device_id: d for d in records}
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+@pytest.mark.parametrize("keep", [0, 25, 10_000])
+def test_the_book_decides_like_the_python_engine(seed: int, keep: int) -> None:
+    engine, items, devices = stream(seed)
+    python = decide_all(engine, items, devices, book=False, keep=keep)
+    native = decide_all(engine, items, devices, book=True, keep=keep)
+    decisions = [o for o in python[0] if o.startswith(b'{')]  # decisions and notifications
+    assert len(decisions) > 100 and len(python[1]) > 250  # enters, dwells, exits, checks and gates happened
+    assert native[0] == python[0]
+    assert native[1] == python[1]
+
+
+def test_a_catalog_swap_reconfigures_the_book() -> None:
+    """A new engine (catalog) mid-stream: the book follows it, states carry over by store id."""
+    catalog = load_catalog([REPO / "config" / "catalog"])
+    records, sim = simulate(catalog, 200, START_MS, seed=4, spread_s=120.0)
+    pings = [parse_ping(orjson.dumps(p.body)) for p in sim]
+    devices = {d.device_id: d for d in records}
+    results = []
+    for book in (False, True):
+        first, second = Engine.for_catalog(catalog), Engine.for_catalog(catalog, exit_buffer_m=5.0)
+        store = PartitionStore(None)
+        view = BookStates(store, KERNEL, 100) if book else StoreStates(store, 100)
+        out = []
+        for i in range(0, len(pings), 300):
+            engine = first if i < len(pings) // 2 else second
+            if engine is second and not second.stream_ms:
+                second.stream_ms = dict(first.stream_ms)
+            decisions, candidates, gated = engine.decide(pings[i : i + 300], view, devices)  # type: ignore[arg-type]
+            out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+            out += [orjson.dumps([q.ts_ms, why]) for q, why in gated]
+            changes = view.take()
+            store.write_states(changes, None)
+            view.written(changes)
+        results.append(out)
+    assert len(results[0]) > 100 and results[1] == results[0]
+
+
+NEAR = [(f.lat, f.lng) for f in load_catalog([REPO / "config" / "catalog"]).fences][:4]
+
+
+@st.composite
+def walks(draw: st.DrawFn) -> list[Item]:
+    """A few devices moving around a few stores (inside, on the edge, away), with duplicates,
+    late pings, vague fixes, speeds and presence checks."""
+    items: list[Item] = []
+    t = START_MS
+    for _ in range(draw(st.integers(1, 60))):
+        device = draw(st.sampled_from(["a", "b", "c"]))
+        t += draw(st.sampled_from([0, 1_000, 15_000, 60_000, 400_000, 2_000_000, -20_000]))
+        if draw(st.integers(0, 9)) == 0:
+            items.append(PresenceCheck(device, t))
+            continue
+        lat, lng = draw(st.sampled_from(NEAR))
+        dlat, dlng = draw(st.sampled_from([0.0, 0.0004, 0.0008, 0.003, -0.0006])), draw(st.floats(-0.001, 0.001))
+        acc = draw(st.one_of(st.none(), st.sampled_from([5.0, 40.0, 150.0])))
+        speed = draw(st.one_of(st.none(), st.sampled_from([0.5, 12.0])))
+        items.append(Ping(device, t, lat + dlat, lng + dlng, acc, speed))
+    return items
+
+
+ENGINE = Engine.for_catalog(load_catalog([REPO / "config" / "catalog"]))
+DEVICES = {d: None for d in "abc"}  # no device records: every campaign is "no_device"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(walks(), st.sampled_from([1, 4, 100]))
+def test_random_walks_decide_alike(items: list[Item], size: int) -> None:
+    python = decide_all(ENGINE, items, DEVICES, book=False, keep=2, size=size)
+    assert decide_all(ENGINE, items, DEVICES, book=True, keep=2, size=size) == python
+
+
+def state_bytes() -> list[bytes]:
+    """States as Python writes them: plain, packed (long), and format 1 (absolute times)."""
+    small = DeviceState(
+        START_MS, 35.0, 139.70000001, {"s-1": Visit(START_MS - 60_000, START_MS, ["c-1"])},
+        [(START_MS - 5_000, "c-1", "s-1")], ["s-2"],
+    )  # fmt: skip
+    big = DeviceState(START_MS, None, None, {f"store-{i}": Visit(START_MS - i, START_MS) for i in range(80)})
+    v1 = orjson.dumps([START_MS, 1.5, 2.5, {"s": [START_MS - 10, START_MS - 5, []]}, [[START_MS - 3, "c", "s"]], []])
+    return [small.dumps(), big.dumps(), v1, DeviceState().dumps()]
+
+
+@pytest.mark.parametrize("raw", state_bytes())
+def test_the_book_reads_and_writes_python_state_bytes(raw: bytes) -> None:
+    store = PartitionStore(None)
+    store.write_states([("d", raw)], None)
+    view = BookStates(store, KERNEL, 10)
+    view.prepare(ENGINE, ENGINE.book_config, ["d"])
+    assert view.get("d") == DeviceState.loads(raw)
+    view.put("d", DeviceState.loads(raw))  # written back by the book, read again by Python
+    [(device, written)] = view.take()
+    assert device == "d" and DeviceState.loads(written) == DeviceState.loads(raw)
+    assert len(written) < 1100  # a long state is packed as Python packs it
+
+
+def test_a_corrupt_state_names_its_device() -> None:
+    store = PartitionStore(None)
+    store.write_states([("dev-9", b"[2,1,"), ("dev-8", b"[7]")], None)
+    view = BookStates(store, KERNEL)
+    with pytest.raises(ValueError, match=r"dev-9.*not JSON"):
+        view.prepare(ENGINE, ENGINE.book_config, ["dev-9"])
+    with pytest.raises(ValueError, match=r"dev-8.*1 items"):
+        view.prepare(ENGINE, ENGINE.book_config, ["dev-8"])
+
+
+def test_the_worker_holds_states_in_the_book_where_the_kernel_is() -> None:
+    store = PartitionStore(None)
+    assert isinstance(state_view(store, KERNEL), BookStates)
+    assert isinstance(state_view(store, None), StoreStates)
