@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -145,16 +146,29 @@ def parse_ping(raw: bytes | None, key: bytes | None = None) -> Ping:
 
 
 def parse_pings(
-    values: list[bytes | None], keys: list[bytes | None]
+    values: list[bytes | None], keys: list[bytes | None], native: bool = True
 ) -> tuple[list[Ping | PresenceCheck], list[tuple[int, PingRejected]]]:
     """A batch of records: (pings and presence checks in order, [(index, why)] of the rejected).
 
-    The usual ping (a JSON object with a string id, epoch-ms ``ts`` and float fields in range)
-    takes a fast path of plain type checks; anything else goes through :func:`parse_record`,
+    The usual ping (a JSON object with a string id, epoch-ms or RFC 3339 ``ts`` and float
+    fields in range) takes a fast path: the kernel's parser where it is built (``native``),
+    else plain type checks over orjson; anything else goes through :func:`parse_record`,
     which gives the same answer for the usual ping and the detailed reason for the rest."""
     good: list[Ping | PresenceCheck] = []
     bad: list[tuple[int, PingRejected]] = []
-    loads, fast, append = orjson.loads, _fast_ping, good.append
+    append = good.append
+    parser = _native_parser() if native else None
+    if parser is not None:
+        for i, ping in enumerate(parser(values, keys, Ping)):
+            if ping is not None:
+                append(ping)
+                continue
+            try:
+                append(parse_record(values[i], keys[i]))
+            except PingRejected as exc:
+                bad.append((i, exc))
+        return good, bad
+    loads, fast = orjson.loads, _fast_ping
     for i, (raw, key) in enumerate(zip(values, keys, strict=True)):
         if raw is not None and len(raw) <= MAX_PING_BYTES and CONTROL_FIELD not in raw[:40]:
             try:
@@ -169,6 +183,18 @@ def parse_pings(
         except PingRejected as exc:
             bad.append((i, exc))
     return good, bad
+
+
+_NATIVE: list[Any] = []  # [the kernel's parse_pings, or None], looked up at first use
+
+
+def _native_parser() -> Any:
+    if not _NATIVE:
+        from geofences.index import load_kernel
+
+        kernel = load_kernel()
+        _NATIVE.append(getattr(kernel, "parse_pings", None) if kernel is not None else None)
+    return _NATIVE[0]
 
 
 def _fast_ping(obj: object, key: bytes | None) -> Ping | None:

@@ -15,7 +15,9 @@ pub struct PresenceBook {
 }
 
 fn items<'py>(list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'py, PyString>>> {
-    list.iter().map(|i| i.downcast_into::<PyString>().map_err(PyErr::from)).collect()
+    list.iter()
+        .map(|i| i.downcast_into::<PyString>().map_err(PyErr::from))
+        .collect()
 }
 
 fn strs<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
@@ -28,7 +30,9 @@ impl PresenceBook {
     /// min_speed_interval_s, presence_timeout_s).
     #[new]
     fn new(rules: (f64, f64, f64, f64, f64, f64, f64)) -> Self {
-        PresenceBook { book: Book::new(rules_of(rules)) }
+        PresenceBook {
+            book: Book::new(rules_of(rules)),
+        }
     }
 
     /// The engine's catalog: each fence's store id, the stores with enter and with exit
@@ -109,39 +113,78 @@ impl PresenceBook {
     ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyList>, i64)> {
         let items = items(devices)?;
         let devs = strs(&items)?;
-        let (kind, ts, lat, lng) = (kind.as_slice()?, ts.as_slice()?, lat.as_slice()?, lng.as_slice()?);
+        let (kind, ts, lat, lng) = (
+            kind.as_slice()?,
+            ts.as_slice()?,
+            lat.as_slice()?,
+            lng.as_slice()?,
+        );
         let (acc, speed, ptr) = (acc.as_slice()?, speed.as_slice()?, ptr.as_slice()?);
         let (fence, certain) = (fence.as_slice()?, certain.as_slice()?);
         let n = devs.len();
-        if [kind.len(), ts.len(), lat.len(), lng.len(), acc.len(), speed.len()] != [n; 6] || ptr.len() != n + 1 {
-            return Err(PyValueError::new_err("devices, kind, ts, lat, lng, acc, speed and ptr differ in length"));
+        if [
+            kind.len(),
+            ts.len(),
+            lat.len(),
+            lng.len(),
+            acc.len(),
+            speed.len(),
+        ] != [n; 6]
+            || ptr.len() != n + 1
+        {
+            return Err(PyValueError::new_err(
+                "devices, kind, ts, lat, lng, acc, speed and ptr differ in length",
+            ));
         }
         if ptr.first() != Some(&0)
             || ptr.windows(2).any(|w| w[0] > w[1])
             || ptr[n] as usize != fence.len()
             || certain.len() != fence.len()
         {
-            return Err(PyValueError::new_err("ptr does not index fence and certain"));
+            return Err(PyValueError::new_err(
+                "ptr does not index fence and certain",
+            ));
         }
         let fences = self.book.catalog.fence_store.len() as i64;
         if let Some(bad) = fence.iter().find(|&&f| f < 0 || f >= fences) {
-            return Err(PyValueError::new_err(format!("fence {bad} is not in the configured catalog")));
+            return Err(PyValueError::new_err(format!(
+                "fence {bad} is not in the configured catalog"
+            )));
         }
         let pings: Vec<Ping> = (0..n)
-            .map(|k| Ping { ts: ts[k], lat: lat[k], lng: lng[k], acc: acc[k], speed: speed[k] })
+            .map(|k| Ping {
+                ts: ts[k],
+                lat: lat[k],
+                lng: lng[k],
+                acc: acc[k],
+                speed: speed[k],
+            })
             .collect();
-        let batch = Batch { devices: &devs, kind, pings: &pings, ptr, fence, certain };
+        let batch = Batch {
+            devices: &devs,
+            kind,
+            pings: &pings,
+            ptr,
+            fence,
+            certain,
+        };
         let (pk, pf) = self.book.away_pairs(&batch);
         let away: Vec<f64> = if pk.is_empty() {
             Vec::new()
         } else {
             let plat: Vec<f64> = pk.iter().map(|&k| lat[k]).collect();
             let plng: Vec<f64> = pk.iter().map(|&k| lng[k]).collect();
-            let got = distances.call1((pf.into_pyarray(py), plat.into_pyarray(py), plng.into_pyarray(py)))?;
+            let got = distances.call1((
+                pf.into_pyarray(py),
+                plat.into_pyarray(py),
+                plng.into_pyarray(py),
+            ))?;
             let got = got.downcast::<PyArray1<f64>>()?.readonly();
             let got = got.as_slice()?;
             if got.len() != pk.len() {
-                return Err(PyValueError::new_err("distances returned the wrong number of values"));
+                return Err(PyValueError::new_err(
+                    "distances returned the wrong number of values",
+                ));
             }
             got.to_vec()
         };
@@ -150,13 +193,16 @@ impl PresenceBook {
         let out = PyList::empty(py);
         for e in events {
             let campaign = e.campaign.map(|c| names.name(c));
-            out.append(PyTuple::new(py, [
-                e.ping.into_pyobject(py)?.into_any(),
-                e.kind.into_pyobject(py)?.into_any(),
-                names.name(e.store).into_pyobject(py)?.into_any(),
-                campaign.into_pyobject(py)?.into_any(),
-                e.visit_ms.into_pyobject(py)?.into_any(),
-            ])?)?;
+            out.append(PyTuple::new(
+                py,
+                [
+                    e.ping.into_pyobject(py)?.into_any(),
+                    e.kind.into_pyobject(py)?.into_any(),
+                    names.name(e.store).into_pyobject(py)?.into_any(),
+                    campaign.into_pyobject(py)?.into_any(),
+                    e.visit_ms.into_pyobject(py)?.into_any(),
+                ],
+            )?)?;
         }
         Ok((gates.into_pyarray(py), out, stream))
     }
@@ -181,12 +227,23 @@ impl PresenceBook {
     /// inside some store (the worker's list of devices to watch for silence).
     fn visiting(&self) -> Vec<(String, bool)> {
         let b = &self.book;
-        b.dirty.iter().map(|d| (d.clone(), b.states.get(d).is_some_and(|s| !s.visits.is_empty()))).collect()
+        b.dirty
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    b.states.get(d).is_some_and(|s| !s.visits.is_empty()),
+                )
+            })
+            .collect()
     }
 
     /// A held state's bytes (None: not held).
     fn dumps<'py>(&self, py: Python<'py>, device: &str) -> Option<Bound<'py, PyBytes>> {
-        self.book.states.get(device).map(|st| PyBytes::new(py, &st.dumps(&self.book.names)))
+        self.book
+            .states
+            .get(device)
+            .map(|st| PyBytes::new(py, &st.dumps(&self.book.names)))
     }
 
     /// A device's notifications [(ts_ms, campaign, store)] (for its caps).

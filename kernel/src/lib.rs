@@ -12,6 +12,7 @@ pub mod base_cells;
 pub mod book;
 pub mod cell;
 pub mod exact;
+pub mod pings;
 pub mod presence;
 pub mod state;
 
@@ -547,11 +548,50 @@ fn projector() -> &'static Projector {
     PROJECTOR.get_or_init(Projector::new)
 }
 
+/// The usual pings of a batch of records, parsed natively (see [`pings`]): a list of
+/// `ping(device_id, ts_ms, lat, lng, accuracy_m, speed_mps)`, None where Python's detailed
+/// path must look (an unusual or invalid ping, a presence check, no value).
+#[pyfunction]
+fn parse_pings<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, pyo3::types::PyList>,
+    keys: &Bound<'py, pyo3::types::PyList>,
+    ping: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    use pyo3::types::{PyBytes, PyList};
+    if values.len() != keys.len() {
+        return Err(PyValueError::new_err("values and keys differ in length"));
+    }
+    let out = PyList::empty(py);
+    for (value, key) in values.iter().zip(keys.iter()) {
+        let parsed = match value.downcast::<PyBytes>() {
+            Err(_) => None,
+            Ok(raw) => {
+                let key = key.downcast::<PyBytes>().ok().map(|k| k.as_bytes());
+                pings::fast(raw.as_bytes(), key)
+            }
+        };
+        match parsed {
+            None => out.append(py.None())?,
+            Some(p) => out.append(ping.call1((
+                p.device.as_ref(),
+                p.ts_ms,
+                p.lat,
+                p.lng,
+                p.acc,
+                p.speed,
+            ))?)?,
+        }
+    }
+    Ok(out)
+}
+
 #[pymodule]
 fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_class::<Kernel>()?;
     m.add_class::<book::PresenceBook>()?;
     m.add_function(wrap_pyfunction!(cells, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
     Ok(())
 }

@@ -137,7 +137,11 @@ pub fn step(
     r: &Rules,
 ) -> Step {
     let (reason, dropped) = gate(p, st, stream_ms, r);
-    let mut out = Step { gate: reason, dropped, ..Step::default() };
+    let mut out = Step {
+        gate: reason,
+        dropped,
+        ..Step::default()
+    };
     if dropped {
         return out;
     }
@@ -168,12 +172,18 @@ pub fn step(
             }
             continue;
         }
-        st.visits.push(Visit { store, entered_ms: p.ts, last_in_ms: p.ts, fired: Vec::new() });
+        st.visits.push(Visit {
+            store,
+            entered_ms: p.ts,
+            last_in_ms: p.ts,
+            fired: Vec::new(),
+        });
         out.entered.push(store);
     }
     if !st.held.is_empty() {
         let visits = &st.visits;
-        st.held.retain(|&h| holds(h) && !visits.iter().any(|v| v.store == h));
+        st.held
+            .retain(|&h| holds(h) && !visits.iter().any(|v| v.store == h));
     }
     st.ts_ms = p.ts;
     if reason != LOW_ACCURACY {
@@ -253,10 +263,12 @@ impl Book {
                 continue;
             }
             let dev = b.devices[k];
-            let visiting = maybe.entry(dev).or_insert_with(|| match self.states.get(dev) {
-                Some(st) => st.visits.iter().map(|v| v.store).collect(),
-                None => Vec::new(),
-            });
+            let visiting = maybe
+                .entry(dev)
+                .or_insert_with(|| match self.states.get(dev) {
+                    Some(st) => st.visits.iter().map(|v| v.store).collect(),
+                    None => Vec::new(),
+                });
             b.inside(k, &self.catalog, &mut inside);
             for &store in visiting.iter() {
                 if inside.iter().all(|&(s, _)| s != store) {
@@ -278,11 +290,20 @@ impl Book {
     /// Gates and presence for the batch, in ping order (`Engine.decide` but the campaigns):
     /// (gate code per ping, events, stream time after the batch). `away`: the distances of
     /// [`Book::away_pairs`], in its order.
-    pub fn decide(&mut self, b: &Batch, away: &[f64], stream_ms: i64) -> (Vec<u8>, Vec<Event>, i64) {
+    #[allow(clippy::needless_range_loop)] // k indexes every column of the batch
+    pub fn decide(
+        &mut self,
+        b: &Batch,
+        away: &[f64],
+        stream_ms: i64,
+    ) -> (Vec<u8>, Vec<Event>, i64) {
         let (pair_k, pair_f) = self.away_pairs(b);
         let mut dist: HashMap<(usize, u32), f64> = HashMap::with_capacity(pair_k.len());
         for i in 0..pair_k.len().min(away.len()) {
-            dist.insert((pair_k[i], self.catalog.fence_store[pair_f[i] as usize]), away[i]);
+            dist.insert(
+                (pair_k[i], self.catalog.fence_store[pair_f[i] as usize]),
+                away[i],
+            );
         }
         let mut gates = vec![0u8; b.devices.len()];
         let mut events = Vec::new();
@@ -308,30 +329,63 @@ impl Book {
                 Some(st) => st,
                 None => self.states.get_mut(dev).expect("looked up above"),
             };
-            let out = step(p, st, &inside, |s| *dist.get(&(k, s)).unwrap_or(&f64::NAN), stream, &self.rules);
+            let out = step(
+                p,
+                st,
+                &inside,
+                |s| *dist.get(&(k, s)).unwrap_or(&f64::NAN),
+                stream,
+                &self.rules,
+            );
             gates[k] = out.gate;
             if out.dropped {
                 continue;
             }
             let cat = &self.catalog;
             for &s in out.blocked.iter().filter(|s| cat.on_enter.contains(s)) {
-                events.push(Event { ping: k, kind: BLOCKED, store: s, campaign: None, visit_ms: 0 });
+                events.push(Event {
+                    ping: k,
+                    kind: BLOCKED,
+                    store: s,
+                    campaign: None,
+                    visit_ms: 0,
+                });
             }
             for &(s, at) in out.exited.iter().filter(|(s, _)| cat.on_exit.contains(s)) {
-                events.push(Event { ping: k, kind: EXIT, store: s, campaign: None, visit_ms: at });
+                events.push(Event {
+                    ping: k,
+                    kind: EXIT,
+                    store: s,
+                    campaign: None,
+                    visit_ms: at,
+                });
             }
             for &s in out.entered.iter().filter(|s| cat.on_enter.contains(s)) {
-                events.push(Event { ping: k, kind: ENTER, store: s, campaign: None, visit_ms: p.ts });
+                events.push(Event {
+                    ping: k,
+                    kind: ENTER,
+                    store: s,
+                    campaign: None,
+                    visit_ms: p.ts,
+                });
             }
             for v in st.visits.iter_mut() {
-                let Some(due) = cat.dwell.get(&v.store) else { continue };
+                let Some(due) = cat.dwell.get(&v.store) else {
+                    continue;
+                };
                 if inside.iter().all(|&(s, _)| s != v.store) {
                     continue;
                 }
                 for &(c, dwell_ms) in due {
                     if !v.fired.contains(&c) && (p.ts - v.entered_ms) as f64 >= dwell_ms {
                         v.fired.push(c);
-                        events.push(Event { ping: k, kind: DWELL, store: v.store, campaign: Some(c), visit_ms: v.entered_ms });
+                        events.push(Event {
+                            ping: k,
+                            kind: DWELL,
+                            store: v.store,
+                            campaign: Some(c),
+                            visit_ms: v.entered_ms,
+                        });
                     }
                 }
             }
@@ -342,7 +396,12 @@ impl Book {
 
     /// `Engine._check_presence`: end the visits a silent device has not confirmed in time.
     fn check_presence<'a>(
-        &mut self, k: usize, dev: &'a str, ts: i64, fresh: &mut HashMap<&'a str, State>, events: &mut Vec<Event>,
+        &mut self,
+        k: usize,
+        dev: &'a str,
+        ts: i64,
+        fresh: &mut HashMap<&'a str, State>,
+        events: &mut Vec<Event>,
     ) {
         let timeout_ms = self.rules.presence_timeout_s * 1000.0;
         let st = match fresh.get_mut(dev) {
@@ -352,7 +411,12 @@ impl Book {
                 None => return,
             },
         };
-        if ts <= st.ts_ms || !st.visits.iter().any(|v| (ts - v.last_in_ms) as f64 > timeout_ms) {
+        if ts <= st.ts_ms
+            || !st
+                .visits
+                .iter()
+                .any(|v| (ts - v.last_in_ms) as f64 > timeout_ms)
+        {
             return;
         }
         let cat = &self.catalog;
@@ -361,7 +425,13 @@ impl Book {
                 return true;
             }
             if cat.on_exit.contains(&v.store) {
-                events.push(Event { ping: k, kind: EXIT, store: v.store, campaign: None, visit_ms: v.entered_ms });
+                events.push(Event {
+                    ping: k,
+                    kind: EXIT,
+                    store: v.store,
+                    campaign: None,
+                    visit_ms: v.entered_ms,
+                });
             }
             false
         });
@@ -415,7 +485,13 @@ mod tests {
     };
 
     fn ping(ts: i64, lat: f64, lng: f64) -> Ping {
-        Ping { ts, lat, lng, acc: 10.0, speed: f64::NAN }
+        Ping {
+            ts,
+            lat,
+            lng,
+            acc: 10.0,
+            speed: f64::NAN,
+        }
     }
 
     #[test]
@@ -423,33 +499,90 @@ mod tests {
         // geofences.geodesy.distance_m_one(35.0, 139.0, 35.001, 139.001)
         let d = distance_m_one(35.0, 139.0, 35.001, 139.001);
         assert!((d - 143.5).abs() < 0.5, "{d}");
-        assert_eq!(distance_m_one(0.0, 179.9999, 0.0, -179.9999), distance_m_one(0.0, -0.0001, 0.0, 0.0001));
+        assert_eq!(
+            distance_m_one(0.0, 179.9999, 0.0, -179.9999),
+            distance_m_one(0.0, -0.0001, 0.0, 0.0001)
+        );
     }
 
     #[test]
     fn gates_in_order() {
-        let st = State { ts_ms: 100_000, lat: Some(35.0), lng: Some(139.0), ..State::default() };
-        assert_eq!(gate(&ping(100_000, 35.0, 139.0), &st, 100_000, &RULES), (DUPLICATE, true));
-        assert_eq!(gate(&ping(99_000, 35.0, 139.0), &st, 100_000, &RULES), (OUT_OF_ORDER, true));
-        assert_eq!(gate(&ping(200_000, 35.0, 139.0), &st, 900_000, &RULES), (STALE, true));
-        assert_eq!(gate(&ping(110_000, 35.1, 139.0), &st, 0, &RULES), (IMPOSSIBLE_JUMP, true));
-        assert_eq!(gate(&ping(120_000, 35.002, 139.0), &st, 0, &RULES), (DRIVE_BY, false));
-        let vague = Ping { acc: 150.0, ..ping(120_000, 35.0, 139.0) };
+        let st = State {
+            ts_ms: 100_000,
+            lat: Some(35.0),
+            lng: Some(139.0),
+            ..State::default()
+        };
+        assert_eq!(
+            gate(&ping(100_000, 35.0, 139.0), &st, 100_000, &RULES),
+            (DUPLICATE, true)
+        );
+        assert_eq!(
+            gate(&ping(99_000, 35.0, 139.0), &st, 100_000, &RULES),
+            (OUT_OF_ORDER, true)
+        );
+        assert_eq!(
+            gate(&ping(200_000, 35.0, 139.0), &st, 900_000, &RULES),
+            (STALE, true)
+        );
+        assert_eq!(
+            gate(&ping(110_000, 35.1, 139.0), &st, 0, &RULES),
+            (IMPOSSIBLE_JUMP, true)
+        );
+        assert_eq!(
+            gate(&ping(120_000, 35.002, 139.0), &st, 0, &RULES),
+            (DRIVE_BY, false)
+        );
+        let vague = Ping {
+            acc: 150.0,
+            ..ping(120_000, 35.0, 139.0)
+        };
         assert_eq!(gate(&vague, &st, 0, &RULES), (LOW_ACCURACY, false));
-        assert_eq!(gate(&ping(120_000, 35.0001, 139.0), &st, 0, &RULES), (0, false));
+        assert_eq!(
+            gate(&ping(120_000, 35.0001, 139.0), &st, 0, &RULES),
+            (0, false)
+        );
     }
 
     #[test]
     fn enter_hold_exit() {
         let mut st = State::default();
         let far = |_| 100.0;
-        let out = step(&ping(1000, 35.0, 139.0), &mut st, &[(7, false)], far, 1000, &RULES);
+        let out = step(
+            &ping(1000, 35.0, 139.0),
+            &mut st,
+            &[(7, false)],
+            far,
+            1000,
+            &RULES,
+        );
         assert_eq!((out.blocked, st.held.clone()), (vec![7], vec![7]));
-        let out = step(&ping(20_000, 35.0, 139.0), &mut st, &[(7, true)], far, 20_000, &RULES);
+        let out = step(
+            &ping(20_000, 35.0, 139.0),
+            &mut st,
+            &[(7, true)],
+            far,
+            20_000,
+            &RULES,
+        );
         assert_eq!((out.entered, st.held.len()), (vec![7], 0));
-        let near = step(&ping(40_000, 35.0, 139.0), &mut st, &[], |_| 20.0, 40_000, &RULES);
+        let near = step(
+            &ping(40_000, 35.0, 139.0),
+            &mut st,
+            &[],
+            |_| 20.0,
+            40_000,
+            &RULES,
+        );
         assert!(near.exited.is_empty() && st.visit(7).is_some());
-        let out = step(&ping(60_000, 35.0, 139.0), &mut st, &[], far, 60_000, &RULES);
+        let out = step(
+            &ping(60_000, 35.0, 139.0),
+            &mut st,
+            &[],
+            far,
+            60_000,
+            &RULES,
+        );
         assert_eq!(out.exited, vec![(7, 20_000)]);
     }
 }

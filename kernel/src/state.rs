@@ -150,7 +150,12 @@ impl State {
             };
             let store = names.id(store);
             let (entered_ms, last_in_ms) = (at(int(&v[0], "entered")?), at(int(&v[1], "last_in")?));
-            visits.push(Visit { store, entered_ms, last_in_ms, fired });
+            visits.push(Visit {
+                store,
+                entered_ms,
+                last_in_ms,
+                fired,
+            });
         }
         let mut sent = Vec::new();
         for x in rest[3].as_array().ok_or("sent is not an array")? {
@@ -234,7 +239,12 @@ mod tests {
             ts_ms: 1_795_000_000_000,
             lat: Some(35.0),
             lng: Some(139.700_000_01),
-            visits: vec![Visit { store: a, entered_ms: 1_794_999_000_000, last_in_ms: 1_795_000_000_000, fired: vec![b] }],
+            visits: vec![Visit {
+                store: a,
+                entered_ms: 1_794_999_000_000,
+                last_in_ms: 1_795_000_000_000,
+                fired: vec![b],
+            }],
             sent: vec![(1_794_999_500_000, b, a)],
             held: vec![c],
         };
@@ -243,7 +253,12 @@ mod tests {
         assert!(raw.starts_with(b"[2,1795000000000,35.0,139.70000001,{\"s-1\":[1000000,0,["));
         for i in 0..200 {
             let s = names.id(&format!("store-{i}"));
-            st.visits.push(Visit { store: s, entered_ms: 1, last_in_ms: 2, fired: vec![] });
+            st.visits.push(Visit {
+                store: s,
+                entered_ms: 1,
+                last_in_ms: 2,
+                fired: vec![],
+            });
         }
         let packed = st.dumps(&names);
         assert_eq!(packed[0], PACKED);
@@ -253,10 +268,26 @@ mod tests {
     #[test]
     fn format_one_and_errors() {
         let mut names = Names::default();
-        let st = State::loads(br#"[5,1.5,2.5,{"s":[1,4,["c"]]},[[3,"c","s"]],[]]"#, &mut names).unwrap();
-        assert_eq!((st.ts_ms, st.visits[0].entered_ms, st.visits[0].last_in_ms, st.sent[0].0), (5, 1, 4, 3));
-        assert!(State::loads(b"[2,1]", &mut names).unwrap_err().contains("2 items"));
-        assert!(State::loads(b"{", &mut names).unwrap_err().contains("not JSON"));
+        let st = State::loads(
+            br#"[5,1.5,2.5,{"s":[1,4,["c"]]},[[3,"c","s"]],[]]"#,
+            &mut names,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                st.ts_ms,
+                st.visits[0].entered_ms,
+                st.visits[0].last_in_ms,
+                st.sent[0].0
+            ),
+            (5, 1, 4, 3)
+        );
+        assert!(State::loads(b"[2,1]", &mut names)
+            .unwrap_err()
+            .contains("2 items"));
+        assert!(State::loads(b"{", &mut names)
+            .unwrap_err()
+            .contains("not JSON"));
         let none = State::loads(b"[2,7,null,null,{},[],[]]", &mut names).unwrap();
         assert_eq!((none.lat, none.ts_ms), (None, 7));
     }

@@ -126,3 +126,59 @@ def test_batch_parser_answers_like_the_detailed_one(records: list[tuple[bytes | 
     for i, (raw, key) in enumerate(records):
         assert (rejected[i] if i in rejected else next(accepted)) == outcome(raw, key), raw
     assert next(accepted, None) is None
+
+
+def rfc3339(dt: datetime, digits: int, offset_min: int, zulu: bool) -> str:
+    """A timestamp the way phones write them: fractions of 0 to 7 digits, Z or ±HH:MM."""
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{dt.microsecond:06d}{dt.microsecond % 10}"[:digits]
+    if zulu and offset_min == 0:
+        return text + "Z"
+    sign = "-" if offset_min < 0 else "+"
+    return text + f"{sign}{abs(offset_min) // 60:02d}:{abs(offset_min) % 60:02d}"
+
+
+timestamps = st.one_of(
+    st.builds(
+        rfc3339, st.datetimes(datetime(1999, 12, 30), datetime(2100, 1, 2)), st.integers(0, 7),
+        st.integers(-23 * 60 - 59, 23 * 60 + 59), st.booleans(),
+    ),
+    st.sampled_from(["2026-11-23T10:00:00", "2026-02-29T10:00:00Z", "2026-11-23 10:00:00Z", "2026-11-23T10:00:00+0900",
+                     "2026-11-23T24:00:00Z", "2026-11-23T10:00:00z", "2026-11-23T10:00:00.Z", "+2026-11-23T10:00:00Z"]),
+)  # fmt: skip
+native_pings = st.fixed_dictionaries(
+    {"device_id": st.sampled_from(["d", "é" * 128, "x" * 129]), "ts": st.one_of(timestamps, st.integers(0, 5 * 10**12)),
+     "lat": number, "lng": number},
+    optional={"accuracy_m": number, "speed_mps": number, "extra": number},
+).map(orjson.dumps)  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.one_of(native_pings, usual_pings, payloads, st.none()), st.sampled_from([None, b"d", b"x"])),
+        max_size=20,
+    )
+)
+def test_the_kernels_parser_answers_like_python(records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """The kernel's fast path (where built) gives the same pings and reasons as Python's,
+    RFC 3339 timestamps to the millisecond included."""
+    values, keys = [r for r, _ in records], [k for _, k in records]
+    native, python = parse_pings(values, keys), parse_pings(values, keys, native=False)
+    assert native[0] == python[0]
+    assert [(i, e.reason, e.detail) for i, e in native[1]] == [(i, e.reason, e.detail) for i, e in python[1]]
+
+
+def test_the_kernels_parser_takes_the_usual_pings() -> None:
+    from decisions.pings import _native_parser
+
+    parser = _native_parser()
+    if parser is None:
+        pytest.skip("kernel not built")
+    usual = [
+        b'{"device_id":"sim-1","ts":1795489201836,"lat":35.6436791,"lng":139.7192826,"accuracy_m":19.9}',
+        b'{"device_id":"sim-1","ts":"2026-11-23T10:00:00.123+09:00","lat":35.0,"lng":139.0,"speed_mps":null}',
+    ]
+    assert all(p is not None for p in parser(usual, [b"sim-1", None], Ping))
+    assert parser(usual, [b"sim-2", None], Ping)[0] is None  # the key differs: Python says why

@@ -79,7 +79,7 @@ def test_the_book_decides_like_the_python_engine(seed: int, keep: int) -> None:
     engine, items, devices = stream(seed)
     python = decide_all(engine, items, devices, book=False, keep=keep)
     native = decide_all(engine, items, devices, book=True, keep=keep)
-    decisions = [o for o in python[0] if o.startswith(b'{')]  # decisions and notifications
+    decisions = [o for o in python[0] if o.startswith(b"{")]  # decisions and notifications
     assert len(decisions) > 100 and len(python[1]) > 250  # enters, dwells, exits, checks and gates happened
     assert native[0] == python[0]
     assert native[1] == python[1]
