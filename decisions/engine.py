@@ -24,7 +24,7 @@ from decisions.records import Decision, Device, Notification, Outcome, Transitio
 from decisions.schedule import blocked_at, closes_at, local_time, store_tz
 from decisions.state import DeviceState
 from geofences.catalog import Campaign, Caps, Store
-from geofences.index import FenceIndex
+from geofences.index import FenceIndex, load_kernel
 from geofences.load import Catalog
 
 DEFAULT_VALIDITY = timedelta(hours=2)
@@ -58,16 +58,19 @@ class BookStates(StateStore, Protocol):
 @dataclass(frozen=True)
 class Found:
     """The index's matches for a batch: ping ``k`` is in ``fence[ptr[k]:ptr[k + 1]]``, with
-    ``certain`` False where its accuracy circle crosses that fence's boundary."""
+    ``certain`` False where its accuracy circle crosses that fence's boundary; ``columns``:
+    the batch's (kind, ts, lat, lng, accuracy, speed) arrays where the kernel read them."""
 
     ptr: Any  # int64[n + 1]
     fence: Any  # int64[m]
     certain: Any  # bool[m]
+    columns: tuple[Any, ...] | None = None
 
     def part(self, start: int, n: int) -> Found:
         """The matches of pings ``start`` to ``start + n``, numbered from 0."""
         lo, hi = int(self.ptr[start]), int(self.ptr[start + n])
-        return Found(self.ptr[start : start + n + 1] - lo, self.fence[lo:hi], self.certain[lo:hi])
+        cols = None if self.columns is None else tuple(c[start : start + n] for c in self.columns)
+        return Found(self.ptr[start : start + n + 1] - lo, self.fence[lo:hi], self.certain[lo:hi], cols)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,20 @@ def pick_locale(device_locale: str, offered: Sequence[str], fallback: str) -> st
 
 def _or_nan(x: float | None) -> float:
     return NAN if x is None else x
+
+
+def _columns(pings: Sequence[Ping | PresenceCheck]) -> tuple[Any, ...]:
+    """(kind, ts, lat, lng, accuracy, speed) of a batch, as the kernel's ``columns`` reads them."""
+    n = len(pings)
+    real = [p if isinstance(p, Ping) else None for p in pings]
+    return (
+        np.fromiter((0 if p is not None else 1 for p in real), np.uint8, n),
+        np.fromiter((p.ts_ms for p in pings), np.int64, n),
+        np.fromiter((p.lat if p is not None else NAN for p in real), np.float64, n),
+        np.fromiter((p.lng if p is not None else NAN for p in real), np.float64, n),
+        np.fromiter((_or_nan(p.accuracy_m) if p is not None else NAN for p in real), np.float64, n),
+        np.fromiter((_or_nan(p.speed_mps) if p is not None else NAN for p in real), np.float64, n),
+    )
 
 
 def utc(ms: int) -> datetime:
@@ -152,6 +169,8 @@ class Engine:
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
         self.campaign_of: dict[str, Campaign] = {c.id: c for c in catalog.campaigns}
+        kernel = load_kernel()
+        self.read_columns: Any = getattr(kernel, "columns", None)  # the batch's columns in one pass
         r = rules
         self.book_config: tuple[Any, ...] = (  # PresenceBook.configure's arguments
             list(self.index.store_ids),
@@ -194,19 +213,30 @@ class Engine:
     def found(self, pings: Sequence[Ping | PresenceCheck]) -> Found:
         """What the index says about each ping (presence checks: nowhere), in one call."""
         n = len(pings)
-        real = [k for k, p in enumerate(pings) if isinstance(p, Ping)]
-        at = [pings[k] for k in real]
-        lat = np.fromiter((p.lat for p in at if isinstance(p, Ping)), np.float64, len(at))
-        lng = np.fromiter((p.lng for p in at if isinstance(p, Ping)), np.float64, len(at))
-        acc = np.fromiter((p.accuracy_m or 0.0 for p in at if isinstance(p, Ping)), np.float64, len(at))
+        columns = None
+        real: Any = None  # positions of the pings among the items (None: all are pings)
+        if self.read_columns is not None:
+            columns = self.read_columns(list(pings), Ping)
+            kind, _, lat, lng, acc, _ = columns
+            if kind.any():
+                real = np.flatnonzero(kind == 0)
+                lat, lng, acc = lat[real], lng[real], acc[real]
+            acc = np.where(np.isnan(acc), 0.0, acc)
+        else:
+            at = [p for p in pings if isinstance(p, Ping)]
+            if len(at) < n:
+                real = np.asarray([k for k, p in enumerate(pings) if isinstance(p, Ping)], dtype=np.int64)
+            lat = np.fromiter((p.lat for p in at), np.float64, len(at))
+            lng = np.fromiter((p.lng for p in at), np.float64, len(at))
+            acc = np.fromiter((p.accuracy_m or 0.0 for p in at), np.float64, len(at))
         m = self.index.match_accuracy(lat, lng, acc)
         assert m.certain is not None
-        where = m.ping if len(real) == n else np.asarray(real, dtype=np.int64)[m.ping]
+        where = m.ping if real is None else real[m.ping]
         counts = np.bincount(where, minlength=n)
         ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
         self.matched_pings += int(np.count_nonzero(counts))
-        return Found(ptr, m.fence, m.certain)
+        return Found(ptr, m.fence, m.certain, columns)
 
     def see(self, pings: Sequence[Ping | PresenceCheck]) -> list[Inside]:
         """What the index says about each ping, as store id -> certain (presence checks: nowhere)."""
@@ -278,17 +308,10 @@ class Engine:
         """:meth:`decide` with gates and presence stepped by the native presence book, which
         returns in ping order the transitions that may trigger a campaign; those are decided
         here, by the same code as the Python path."""
-        n = len(pings)
         ids = [p.device_id for p in pings]
         states.prepare(self, self.book_config, ids)
         book = states.book
-        real = [p if isinstance(p, Ping) else None for p in pings]
-        kind = np.fromiter((0 if p is not None else 1 for p in real), np.uint8, n)
-        ts = np.fromiter((p.ts_ms for p in pings), np.int64, n)
-        lat = np.fromiter((p.lat if p is not None else NAN for p in real), np.float64, n)
-        lng = np.fromiter((p.lng if p is not None else NAN for p in real), np.float64, n)
-        acc = np.fromiter((_or_nan(p.accuracy_m) if p is not None else NAN for p in real), np.float64, n)
-        speed = np.fromiter((_or_nan(p.speed_mps) if p is not None else NAN for p in real), np.float64, n)
+        kind, ts, lat, lng, acc, speed = found.columns if found.columns is not None else _columns(pings)
         codes, events, stream_ms = book.decide(
             ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
             self.stream_ms.get(partition, 0), self.index.signed_distance_m,
@@ -298,8 +321,8 @@ class Engine:
         gates: list[int] = codes.tolist()
         gated: list[tuple[Ping, str]] = []
         for k in np.flatnonzero(codes).tolist():
-            ping = real[k]
-            assert ping is not None
+            ping = pings[k]
+            assert isinstance(ping, Ping)  # presence checks pass every gate
             gated.append((ping, names[gates[k]]))
         decisions: list[Decision] = []
         candidates: list[Candidate] = []

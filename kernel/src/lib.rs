@@ -586,6 +586,60 @@ fn parse_pings<'py>(
     Ok(out)
 }
 
+/// The columns of a batch of `Ping`s and presence checks (anything not of type `ping`):
+/// (kind: 0 ping, 1 check; ts_ms; lat, lng, accuracy_m, speed_mps with NaN for none), read
+/// in one pass for the presence book and the index.
+#[allow(clippy::type_complexity)]
+#[pyfunction]
+fn columns<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, pyo3::types::PyList>,
+    ping: &Bound<'py, pyo3::types::PyType>,
+) -> PyResult<(
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+)> {
+    use pyo3::intern;
+    let n = items.len();
+    let (mut kind, mut ts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut cols: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let opt = |v: Bound<'py, PyAny>| -> PyResult<f64> {
+        if v.is_none() {
+            Ok(f64::NAN)
+        } else {
+            v.extract()
+        }
+    };
+    for item in items.iter() {
+        ts.push(item.getattr(intern!(py, "ts_ms"))?.extract::<i64>()?);
+        if item.get_type().is(ping) {
+            kind.push(0u8);
+            cols[0].push(item.getattr(intern!(py, "lat"))?.extract()?);
+            cols[1].push(item.getattr(intern!(py, "lng"))?.extract()?);
+            cols[2].push(opt(item.getattr(intern!(py, "accuracy_m"))?)?);
+            cols[3].push(opt(item.getattr(intern!(py, "speed_mps"))?)?);
+        } else {
+            kind.push(1u8);
+            for c in cols.iter_mut() {
+                c.push(f64::NAN);
+            }
+        }
+    }
+    let [lat, lng, acc, speed] = cols;
+    Ok((
+        kind.into_pyarray(py),
+        ts.into_pyarray(py),
+        lat.into_pyarray(py),
+        lng.into_pyarray(py),
+        acc.into_pyarray(py),
+        speed.into_pyarray(py),
+    ))
+}
+
 #[pymodule]
 fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
@@ -593,5 +647,6 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<book::PresenceBook>()?;
     m.add_function(wrap_pyfunction!(cells, m)?)?;
     m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
+    m.add_function(wrap_pyfunction!(columns, m)?)?;
     Ok(())
 }
