@@ -51,7 +51,7 @@ class BookStates(StateStore, Protocol):
 
     book: Any
 
-    def prepare(self, engine: object, rules: tuple[float, ...], device_ids: list[str]) -> None:
+    def prepare(self, engine: Any, device_ids: list[str]) -> None:
         """Configure the book for ``engine`` (if it is not yet) and load these devices' states."""
 
 
@@ -172,7 +172,8 @@ class Engine:
         kernel = load_kernel()
         self.read_columns: Any = getattr(kernel, "columns", None)  # the batch's columns in one pass
         r = rules
-        self.book_config: tuple[Any, ...] = (  # PresenceBook.configure's arguments
+        self._presence_catalog: Any = None
+        self.book_config: tuple[Any, ...] = (  # the kernel's PresenceCatalog arguments
             list(self.index.store_ids),
             sorted({sid for sid, trigger in self.by_trigger if trigger == "enter"}),
             sorted({sid for sid, trigger in self.by_trigger if trigger == "exit"}),
@@ -189,6 +190,12 @@ class Engine:
         overrides the others (``state_ttl_s``, ``presence_timeout_s``, ...)."""
         base = {"min_accuracy_m": catalog.defaults.min_accuracy_m, "exit_buffer_m": catalog.defaults.exit_buffer_m}
         return cls(catalog, Rules(**{**base, **rules}))
+
+    def presence_catalog(self, kernel: Any) -> Any:
+        """This engine's catalog for the presence books (built at the first call, then shared)."""
+        if self._presence_catalog is None:
+            self._presence_catalog = kernel.PresenceCatalog(*self.book_config)
+        return self._presence_catalog
 
     @property
     def version(self) -> str:
@@ -309,7 +316,7 @@ class Engine:
         returns in ping order the transitions that may trigger a campaign; those are decided
         here, by the same code as the Python path."""
         ids = [p.device_id for p in pings]
-        states.prepare(self, self.book_config, ids)
+        states.prepare(self, ids)
         book = states.book
         kind, ts, lat, lng, acc, speed = found.columns if found.columns is not None else _columns(pings)
         codes, events, stream_ms = book.decide(

@@ -93,13 +93,14 @@ class BookStates:
     def __init__(self, store: PartitionStore, kernel: Any, keep: int = 0) -> None:
         self.store = store
         self.keep = keep
-        self.book = kernel.PresenceBook((0.0,) * 7)
+        self.kernel = kernel
+        self.book = kernel.PresenceBook()
         self.engine: object | None = None  # the engine the book is configured for
         self.unwritten: dict[str, bytes] = {}  # taken, not yet in the store
 
-    def prepare(self, engine: object, config: tuple[Any, ...], device_ids: list[str]) -> None:
+    def prepare(self, engine: Any, device_ids: list[str]) -> None:
         if engine is not self.engine:
-            self.book.configure(*config)
+            self.book.configure(engine.presence_catalog(self.kernel))
             self.engine = engine
         for device_id in self.book.missing(device_ids):
             raw = self.unwritten.get(device_id) or self.store.state(device_id)

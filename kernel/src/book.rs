@@ -6,8 +6,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::presence::{Batch, Book, Ping, Rules, GATES};
-use crate::state::State;
+use std::sync::Arc;
+
+use crate::presence::{Batch, Book, Catalog, Ping, Rules, GATES};
+use crate::state::{names, State};
 
 #[pyclass(module = "geofences._kernel", unsendable)]
 pub struct PresenceBook {
@@ -24,23 +26,21 @@ fn strs<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
     items.iter().map(|s| s.to_str()).collect()
 }
 
-#[pymethods]
-impl PresenceBook {
-    /// `rules`: (min_accuracy_m, exit_buffer_m, max_age_s, drive_by_mps, impossible_mps,
-    /// min_speed_interval_s, presence_timeout_s).
-    #[new]
-    fn new(rules: (f64, f64, f64, f64, f64, f64, f64)) -> Self {
-        PresenceBook {
-            book: Book::new(rules_of(rules)),
-        }
-    }
+/// `presence::Catalog` for Python: built once per engine, shared by its partitions' books.
+#[pyclass(frozen, module = "geofences._kernel")]
+pub struct PresenceCatalog {
+    catalog: Arc<Catalog>,
+}
 
-    /// The engine's catalog: each fence's store id, the stores with enter and with exit
-    /// campaigns, the dwell campaigns [(store, campaign, dwell ms)] by priority, the rules,
-    /// the state TTL and the longest cap window (ms).
+#[pymethods]
+impl PresenceCatalog {
+    /// Each fence's store id, the stores with enter and with exit campaigns, the dwell
+    /// campaigns [(store, campaign, dwell ms)] by priority, the rules (min_accuracy_m,
+    /// exit_buffer_m, max_age_s, drive_by_mps, impossible_mps, min_speed_interval_s,
+    /// presence_timeout_s), the state TTL and the longest cap window (ms).
+    #[new]
     #[allow(clippy::too_many_arguments)]
-    fn configure(
-        &mut self,
+    fn new(
         fence_stores: Vec<String>,
         on_enter: Vec<String>,
         on_exit: Vec<String>,
@@ -48,24 +48,43 @@ impl PresenceBook {
         rules: (f64, f64, f64, f64, f64, f64, f64),
         ttl_ms: i64,
         keep_ms: i64,
-    ) {
-        let b = &mut self.book;
-        let mut cat = crate::presence::Catalog::default();
+    ) -> Self {
+        let mut names = names();
+        let mut cat = Catalog {
+            rules: rules_of(rules),
+            ttl_ms,
+            keep_ms,
+            ..Catalog::default()
+        };
         for (i, s) in fence_stores.iter().enumerate() {
-            let id = b.names.id(s);
+            let id = names.id(s);
             cat.fence_store.push(id);
             cat.store_fence.insert(id, i as u32);
         }
-        cat.on_enter = on_enter.iter().map(|s| b.names.id(s)).collect();
-        cat.on_exit = on_exit.iter().map(|s| b.names.id(s)).collect();
+        cat.on_enter = on_enter.iter().map(|s| names.id(s)).collect();
+        cat.on_exit = on_exit.iter().map(|s| names.id(s)).collect();
         for (store, campaign, ms) in dwell {
-            let (s, c) = (b.names.id(&store), b.names.id(&campaign));
+            let (s, c) = (names.id(&store), names.id(&campaign));
             cat.dwell.entry(s).or_default().push((c, ms));
         }
-        b.catalog = cat;
-        b.rules = rules_of(rules);
-        b.ttl_ms = ttl_ms;
-        b.keep_ms = keep_ms;
+        PresenceCatalog {
+            catalog: Arc::new(cat),
+        }
+    }
+}
+
+#[pymethods]
+impl PresenceBook {
+    #[new]
+    fn new() -> Self {
+        PresenceBook {
+            book: Book::new(Arc::new(Catalog::default())),
+        }
+    }
+
+    /// Decide with this catalog from now on (the states held stay: they name stores by id).
+    fn configure(&mut self, catalog: &PresenceCatalog) {
+        self.book.catalog = Arc::clone(&catalog.catalog);
     }
 
     /// The devices of `devices` (a list of str) whose state is not held here, once each.
@@ -82,7 +101,7 @@ impl PresenceBook {
     /// Hold a device's state read from its bytes (`dirty`: and write it at the next take).
     #[pyo3(signature = (device, raw, dirty = false))]
     fn load(&mut self, device: &str, raw: &[u8], dirty: bool) -> PyResult<()> {
-        let st = State::loads(raw, &mut self.book.names)
+        let st = State::loads(raw, &mut names())
             .map_err(|e| PyValueError::new_err(format!("state of device {device:?}: {e}")))?;
         self.book.states.insert(device.to_owned(), st);
         if dirty {
@@ -189,7 +208,7 @@ impl PresenceBook {
             got.to_vec()
         };
         let (gates, events, stream) = self.book.decide(&batch, &away, stream_ms);
-        let names = &self.book.names;
+        let names = names();
         let out = PyList::empty(py);
         for e in events {
             let campaign = e.campaign.map(|c| names.name(c));
@@ -217,7 +236,7 @@ impl PresenceBook {
     /// changed; then forget the oldest-read quarter of held states past `keep`.
     fn take<'py>(&mut self, py: Python<'py>, keep: usize) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for (dev, raw) in self.book.take(keep) {
+        for (dev, raw) in self.book.take(keep, &names()) {
             out.append((dev, PyBytes::new(py, &raw)))?;
         }
         Ok(out)
@@ -243,18 +262,18 @@ impl PresenceBook {
         self.book
             .states
             .get(device)
-            .map(|st| PyBytes::new(py, &st.dumps(&self.book.names)))
+            .map(|st| PyBytes::new(py, &st.dumps(&names())))
     }
 
     /// A device's notifications [(ts_ms, campaign, store)] (for its caps).
     fn sent(&self, device: &str) -> Vec<(i64, String, String)> {
-        let b = &self.book;
-        match b.states.get(device) {
+        let names = names();
+        match self.book.states.get(device) {
             None => Vec::new(),
             Some(st) => st
                 .sent
                 .iter()
-                .map(|&(t, c, s)| (t, b.names.name(c).to_owned(), b.names.name(s).to_owned()))
+                .map(|&(t, c, s)| (t, names.name(c).to_owned(), names.name(s).to_owned()))
                 .collect(),
         }
     }
@@ -262,7 +281,10 @@ impl PresenceBook {
     /// Record a notification decided for a device (its state is written at the next take).
     fn add_sent(&mut self, device: &str, ts_ms: i64, campaign: &str, store: &str) -> PyResult<()> {
         let b = &mut self.book;
-        let (c, s) = (b.names.id(campaign), b.names.id(store));
+        let (c, s) = {
+            let mut names = names();
+            (names.id(campaign), names.id(store))
+        };
         let st = b
             .states
             .get_mut(device)

@@ -645,6 +645,7 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API", API)?;
     m.add_class::<Kernel>()?;
     m.add_class::<book::PresenceBook>()?;
+    m.add_class::<book::PresenceCatalog>()?;
     m.add_function(wrap_pyfunction!(cells, m)?)?;
     m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;

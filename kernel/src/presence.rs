@@ -9,13 +9,14 @@
 //! this to the Python engine, decision for decision and state for state.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use indexmap::{IndexMap, IndexSet};
 
 use crate::state::{Names, State, Visit};
 
 /// `decisions.presence.Rules` (the TTL and cap window are the engine's).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Rules {
     pub min_accuracy_m: f64,
     pub exit_buffer_m: f64,
@@ -193,9 +194,13 @@ pub fn step(
     out
 }
 
-/// The catalog as presence sees it: each fence's store, and which stores have campaigns.
+/// The catalog as presence sees it: each fence's store, which stores have campaigns, and
+/// the engine's rules, state TTL and longest cap window. Built once per engine, shared.
 #[derive(Default)]
 pub struct Catalog {
+    pub rules: Rules,
+    pub ttl_ms: i64,
+    pub keep_ms: i64,
     pub fence_store: Vec<u32>,
     pub store_fence: HashMap<u32, u32>,
     pub on_enter: HashSet<u32>, // stores with enter campaigns (a suppressed enter is said too)
@@ -205,11 +210,7 @@ pub struct Catalog {
 
 /// One partition's device states (those read recently) and the ones changed since `take`.
 pub struct Book {
-    pub names: Names,
-    pub catalog: Catalog,
-    pub rules: Rules,
-    pub ttl_ms: i64,
-    pub keep_ms: i64,
+    pub catalog: Arc<Catalog>,
     pub states: IndexMap<String, State>,
     pub dirty: IndexSet<String>,
 }
@@ -239,13 +240,9 @@ impl Batch<'_> {
 }
 
 impl Book {
-    pub fn new(rules: Rules) -> Book {
+    pub fn new(catalog: Arc<Catalog>) -> Book {
         Book {
-            names: Names::default(),
-            catalog: Catalog::default(),
-            rules,
-            ttl_ms: i64::MAX,
-            keep_ms: 0,
+            catalog,
             states: IndexMap::new(),
             dirty: IndexSet::new(),
         }
@@ -319,7 +316,7 @@ impl Book {
             stream = stream.max(p.ts);
             let reset = match fresh.get(dev).or_else(|| self.states.get(dev)) {
                 None => true,
-                Some(st) => p.ts - st.ts_ms > self.ttl_ms,
+                Some(st) => p.ts - st.ts_ms > self.catalog.ttl_ms,
             };
             if reset {
                 fresh.insert(dev, State::default());
@@ -335,7 +332,7 @@ impl Book {
                 &inside,
                 |s| *dist.get(&(k, s)).unwrap_or(&f64::NAN),
                 stream,
-                &self.rules,
+                &self.catalog.rules,
             );
             gates[k] = out.gate;
             if out.dropped {
@@ -403,7 +400,7 @@ impl Book {
         fresh: &mut HashMap<&'a str, State>,
         events: &mut Vec<Event>,
     ) {
-        let timeout_ms = self.rules.presence_timeout_s * 1000.0;
+        let timeout_ms = self.catalog.rules.presence_timeout_s * 1000.0;
         let st = match fresh.get_mut(dev) {
             Some(st) => st,
             None => match self.states.get_mut(dev) {
@@ -450,13 +447,13 @@ impl Book {
 
     /// The changed states, serialised (notifications past the cap window forgotten), in the
     /// order they first changed; then the oldest-read quarter forgotten past `keep` states.
-    pub fn take(&mut self, keep: usize) -> Vec<(String, Vec<u8>)> {
+    pub fn take(&mut self, keep: usize, names: &Names) -> Vec<(String, Vec<u8>)> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut out = Vec::with_capacity(dirty.len());
         for dev in dirty {
             if let Some(st) = self.states.get_mut(&dev) {
-                st.prune_sent(self.keep_ms);
-                let raw = st.dumps(&self.names);
+                st.prune_sent(self.catalog.keep_ms);
+                let raw = st.dumps(names);
                 out.push((dev, raw));
             }
         }

@@ -39,6 +39,16 @@ impl Names {
     }
 }
 
+/// The process's store and campaign ids, shared by every book and presence catalog (so a
+/// catalog is built once for all partitions, and a state's ids mean the same everywhere).
+pub fn names() -> std::sync::MutexGuard<'static, Names> {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<Names>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// Inside a store's fence since `entered_ms`; `fired`: its dwell campaigns already decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Visit {

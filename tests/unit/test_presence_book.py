@@ -161,7 +161,7 @@ def test_the_book_reads_and_writes_python_state_bytes(raw: bytes) -> None:
     store = PartitionStore(None)
     store.write_states([("d", raw)], None)
     view = BookStates(store, KERNEL, 10)
-    view.prepare(ENGINE, ENGINE.book_config, ["d"])
+    view.prepare(ENGINE, ["d"])
     assert view.get("d") == DeviceState.loads(raw)
     view.put("d", DeviceState.loads(raw))  # written back by the book, read again by Python
     [(device, written)] = view.take()
@@ -174,9 +174,9 @@ def test_a_corrupt_state_names_its_device() -> None:
     store.write_states([("dev-9", b"[2,1,"), ("dev-8", b"[7]")], None)
     view = BookStates(store, KERNEL)
     with pytest.raises(ValueError, match=r"dev-9.*not JSON"):
-        view.prepare(ENGINE, ENGINE.book_config, ["dev-9"])
+        view.prepare(ENGINE, ["dev-9"])
     with pytest.raises(ValueError, match=r"dev-8.*1 items"):
-        view.prepare(ENGINE, ENGINE.book_config, ["dev-8"])
+        view.prepare(ENGINE, ["dev-8"])
 
 
 def test_the_worker_holds_states_in_the_book_where_the_kernel_is() -> None:
