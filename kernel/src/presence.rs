@@ -68,21 +68,8 @@ pub struct Event {
     pub visit_ms: i64,         // EXIT, ENTER, DWELL: when the visit began
 }
 
-const WGS84_A: f64 = 6_378_137.0;
-const WGS84_F: f64 = 1.0 / 298.257_223_563;
-
-/// `geofences.geodesy.distance_m_one`, operation for operation.
-pub fn distance_m_one(lat0: f64, lng0: f64, lat: f64, lng: f64) -> f64 {
-    let e2 = WGS84_F * (2.0 - WGS84_F);
-    let mid = (0.5 * (lat0 + lat)).to_radians();
-    let s = mid.sin();
-    let w2 = 1.0 - e2 * s * s;
-    let n = WGS84_A / w2.sqrt();
-    let m = WGS84_A * (1.0 - e2) / (w2 * w2.sqrt());
-    let north = m * (lat - lat0).to_radians();
-    let east = n * mid.cos() * ((lng - lng0 + 180.0).rem_euclid(360.0) - 180.0).to_radians();
-    east.hypot(north)
-}
+/// `geofences.geodesy.distance_m_one` (the kernel's one port of it).
+pub use crate::exact::distance_m as distance_m_one;
 
 /// `presence.gate`: (reason, dropped).
 pub fn gate(p: &Ping, st: &State, stream_ms: i64, r: &Rules) -> (u8, bool) {
