@@ -59,17 +59,17 @@ class BookStates(StateStore, Protocol):
 class Found:
     """The index's matches for a batch: ping ``k`` is in ``fence[ptr[k]:ptr[k + 1]]``, with
     ``certain`` False where its accuracy circle crosses that fence's boundary; ``columns``:
-    the batch's (kind, ts, lat, lng, accuracy, speed) arrays where the kernel read them."""
+    the batch's (kind, ts, lat, lng, accuracy, speed) arrays."""
 
     ptr: Any  # int64[n + 1]
     fence: Any  # int64[m]
     certain: Any  # bool[m]
-    columns: tuple[Any, ...] | None = None
+    columns: tuple[Any, ...]
 
     def part(self, start: int, n: int) -> Found:
         """The matches of pings ``start`` to ``start + n``, numbered from 0."""
         lo, hi = int(self.ptr[start]), int(self.ptr[start + n])
-        cols = None if self.columns is None else tuple(c[start : start + n] for c in self.columns)
+        cols = tuple(c[start : start + n] for c in self.columns)
         return Found(self.ptr[start : start + n + 1] - lo, self.fence[lo:hi], self.certain[lo:hi], cols)
 
 
@@ -220,22 +220,14 @@ class Engine:
     def found(self, pings: Sequence[Ping | PresenceCheck]) -> Found:
         """What the index says about each ping (presence checks: nowhere), in one call."""
         n = len(pings)
-        columns = None
+        read = self.read_columns
+        columns = read(list(pings), Ping) if read is not None else _columns(pings)
+        kind, _, lat, lng, acc, _ = columns
         real: Any = None  # positions of the pings among the items (None: all are pings)
-        if self.read_columns is not None:
-            columns = self.read_columns(list(pings), Ping)
-            kind, _, lat, lng, acc, _ = columns
-            if kind.any():
-                real = np.flatnonzero(kind == 0)
-                lat, lng, acc = lat[real], lng[real], acc[real]
-            acc = np.where(np.isnan(acc), 0.0, acc)
-        else:
-            at = [p for p in pings if isinstance(p, Ping)]
-            if len(at) < n:
-                real = np.asarray([k for k, p in enumerate(pings) if isinstance(p, Ping)], dtype=np.int64)
-            lat = np.fromiter((p.lat for p in at), np.float64, len(at))
-            lng = np.fromiter((p.lng for p in at), np.float64, len(at))
-            acc = np.fromiter((p.accuracy_m or 0.0 for p in at), np.float64, len(at))
+        if kind.any():
+            real = np.flatnonzero(kind == 0)
+            lat, lng, acc = lat[real], lng[real], acc[real]
+        acc = np.where(np.isnan(acc), 0.0, acc)
         m = self.index.match_accuracy(lat, lng, acc)
         assert m.certain is not None
         where = m.ping if real is None else real[m.ping]
@@ -318,7 +310,7 @@ class Engine:
         ids = [p.device_id for p in pings]
         states.prepare(self, ids)
         book = states.book
-        kind, ts, lat, lng, acc, speed = found.columns if found.columns is not None else _columns(pings)
+        kind, ts, lat, lng, acc, speed = found.columns
         codes, events, stream_ms = book.decide(
             ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
             self.stream_ms.get(partition, 0), self.index.signed_distance_m,
@@ -338,9 +330,7 @@ class Engine:
         for k, what, store_id, campaign_id, visit_ms in events:
             at = pings[k]
             if what == BOOK_BLOCKED:
-                why = names[gates[k]] or "uncertain_position"
-                for c in self.by_trigger.get((store_id, "enter"), []):
-                    decisions.append(self._decision(at, store_id, c.id, "enter", "suppressed", why, None))
+                self._enter_suppressed(at, store_id, names[gates[k]] or "uncertain_position", decisions)
                 continue
             device_id = at.device_id
             if k not in looked:
@@ -470,9 +460,7 @@ class Engine:
             return device
 
         for store_id in result.blocked_enter:
-            for c in self.by_trigger.get((store_id, "enter"), []):
-                why = result.gate or "uncertain_position"
-                decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))
+            self._enter_suppressed(ping, store_id, result.gate or "uncertain_position", decisions)
         for store_id, visit_ms in result.exited:
             for c in self.by_trigger.get((store_id, "exit"), []):
                 self._campaign(ping, state.sent, store_id, visit_ms, c, "exit", dev(), decisions, candidates)
@@ -491,6 +479,11 @@ class Engine:
                     self._campaign(
                         ping, state.sent, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates
                     )
+
+    def _enter_suppressed(self, ping: Ping | PresenceCheck, store_id: str, why: str, decisions: list[Decision]) -> None:
+        """Each enter campaign of a store the ping could not enter, suppressed for ``why``."""
+        for c in self.by_trigger.get((store_id, "enter"), []):
+            decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))
 
     def _decision(
         self, ping: Ping | PresenceCheck, store_id: str, campaign_id: str | None, transition: Transition,

@@ -19,6 +19,13 @@ from streams.device_store import PartitionStore
 Changes = list[tuple[str, bytes | None]]  # (device id, serialised state; None deletes)
 
 
+def drop_written(unwritten: dict[str, bytes], changes: Changes) -> None:
+    """Forget the bytes a checkpoint put in the store, unless a later poll took newer ones."""
+    for device_id, raw in changes:
+        if raw is not None and unwritten.get(device_id) is raw:
+            del unwritten[device_id]
+
+
 class StoreStates:
     """Reads through to the store, writes held until taken. Decoded states of recent devices
     stay in memory between polls (up to ``keep``), so a device pinging every few seconds is
@@ -68,9 +75,7 @@ class StoreStates:
 
     def written(self, changes: Changes) -> None:
         """A checkpoint put these in the store: stop holding them (unless a later poll changed them again)."""
-        for device_id, raw in changes:
-            if raw is not None and self.unwritten.get(device_id) is raw:
-                del self.unwritten[device_id]
+        drop_written(self.unwritten, changes)
 
     def forget(self, device_ids: Iterable[str] | None = None) -> None:
         """Drop decoded and unwritten states (all of them by default): the engine may have
@@ -125,9 +130,7 @@ class BookStates:
         return list(taken)
 
     def written(self, changes: Changes) -> None:
-        for device_id, raw in changes:
-            if raw is not None and self.unwritten.get(device_id) is raw:
-                del self.unwritten[device_id]
+        drop_written(self.unwritten, changes)
 
     def forget(self, device_ids: Iterable[str] | None = None) -> None:
         if device_ids is None:
