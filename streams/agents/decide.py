@@ -36,7 +36,7 @@ from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, 
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, settle_heap
 from streams.metrics import Metrics
-from streams.produce import next_offset, producer_kwargs, send_keyed, send_records, warm
+from streams.produce import Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
 from streams.topics import outbox_topic, presence_changelog
@@ -90,13 +90,39 @@ class Checkpoint:
     decide_s: float
 
 
+@dataclass
+class Turns:
+    """The two steps of a checkpoint the next one waits for: its changelog records queued (the
+    next poll's follow them on each partition) and its states in the local stores (written in
+    poll order, with the changelog offset each reflects). A failure fails both, so nothing of a
+    later poll reaches the store or the committed offsets."""
+
+    queued: asyncio.Future[None]
+    stored: asyncio.Future[None]
+
+    @classmethod
+    def new(cls) -> Turns:
+        loop = asyncio.get_running_loop()
+        return cls(loop.create_future(), loop.create_future())
+
+    def fail(self, exc: BaseException) -> None:
+        for turn in (self.queued, self.stored):
+            if not turn.done():
+                turn.set_exception(exc)
+                turn.exception()  # retrieved: the checkpoint that failed raises it
+
+
 class DecideLoop:
     """Consumes pings in batches; owns the device state of the partitions it is assigned.
 
     Later polls are decided while earlier polls' checkpoints wait for the broker (up to
-    CHECKPOINTS_IN_FLIGHT, chained so states and offsets are still written in poll order), so
-    a ping does not wait behind another poll's acknowledgements: a slow changelog ack (measured
-    150-260 ms in a fresh worker's first seconds) no longer stops the deciding."""
+    CHECKPOINTS_IN_FLIGHT), so a ping does not wait behind another poll's acknowledgements: a
+    slow changelog ack (measured 150-260 ms in a fresh worker's first seconds) no longer stops
+    the deciding. The checkpoints overlap too: a poll's changelog records are queued as soon as
+    its outputs are acknowledged and the previous poll's records are queued (not acknowledged),
+    only the local store writes go one poll at a time, and commits carry the newest offsets
+    stored. Chained end to end instead (each checkpoint after the previous one's commit), one
+    worker spent ~45 % of its time waiting for them (bench/results/e2e.md, tenth session)."""
 
     def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics, counts: Counter[str]) -> None:
         self.settings = settings
@@ -111,6 +137,9 @@ class DecideLoop:
         self.producer: Any = None
         self.devices_consumer: Any = None
         self.inflight: deque[asyncio.Future[None]] = deque()  # earlier polls' checkpoints, oldest first
+        self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
+        self.due: dict[Any, int] = {}  # offsets stored, not yet committed
+        self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
 
     # ------------------------------------------------------------------ main loop
@@ -150,8 +179,7 @@ class DecideLoop:
                     if not records:
                         continue
                     self.observe_age(records)
-                    checkpoint = await self.decide_poll(records)
-                    self.enqueue(self.checkpoint(consumer, checkpoint, self.inflight[-1] if self.inflight else None))
+                    self.chain(consumer, await self.decide_poll(records))
                     while len(self.inflight) >= CHECKPOINTS_IN_FLIGHT:
                         await self.inflight.popleft()
         finally:
@@ -164,6 +192,12 @@ class DecideLoop:
             await self.producer.stop()
             for store in self.stores.values():
                 store.close()
+
+    def chain(self, consumer: Any, cp: Checkpoint) -> None:
+        """Start a poll's checkpoint, following the newest one in flight."""
+        turns, after, self.turns = Turns.new(), self.turns, None
+        self.enqueue(self.checkpoint(consumer, cp, turns, after))
+        self.turns = turns
 
     def enqueue(self, checkpoint: Any) -> None:
         """Start a poll's checkpoint after those in flight."""
@@ -214,26 +248,29 @@ class DecideLoop:
             self.forget_all()  # the engine may have changed states it will not write
             raise
 
-    async def checkpoint(self, consumer: Any, cp: Checkpoint, after: asyncio.Future[None] | None = None) -> None:
-        """Outputs acknowledged, then (once the previous poll's checkpoint ``after`` is done)
-        state (changelog, then store), then the pings' offsets."""
-        from aiokafka.errors import CommitFailedError
-
+    async def checkpoint(self, consumer: Any, cp: Checkpoint, turns: Turns, after: Turns | None = None) -> None:
+        """Outputs acknowledged; the state changes queued on the changelog after the previous
+        poll's (``after``), acknowledged, then in the local store after the previous poll's;
+        then the offsets committed."""
         began = time.perf_counter()
         try:
             await asyncio.gather(*cp.acks)
             acked = time.perf_counter()
             if after is not None:
-                await after  # its failure is this one's: nothing later may be written
+                await after.queued  # its failure is this one's: nothing later may be written
             turn = time.perf_counter()
-            logged = await self.write_states(cp.changes)
+            pending = await self.log_states(cp.changes)
+            turns.queued.set_result(None)
+            ends = await self.logged(pending)
+            logged = time.perf_counter()
+            if after is not None:
+                await after.stored
+            self.store_states(pending, ends)
+            turns.stored.set_result(None)
             stored = time.perf_counter()
-            try:
-                await consumer.commit(cp.offsets)
-            except CommitFailedError as exc:  # the group moved on; the new owner redoes them
-                self.counts["commit_failed"] += 1
-                log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
-        except BaseException:
+            await self.commit(consumer, cp.offsets)
+        except BaseException as exc:
+            turns.fail(exc)
             self.forget_all()  # states ahead of what reached the changelog
             raise
         done = time.perf_counter()
@@ -242,6 +279,22 @@ class DecideLoop:
             "changelog": logged - turn, "store": stored - logged, "commit": done - stored,
         }  # fmt: skip
         self.observe_poll(cp.records, done - cp.began, phases)
+
+    async def commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
+        """Commit the newest offsets stored: a checkpoint that finds a commit in flight leaves
+        its offsets to the next commit, which carries every poll stored by then."""
+        from aiokafka.errors import CommitFailedError
+
+        self.due.update(offsets)
+        async with self.committing:
+            due, self.due = self.due, {}
+            if not due:
+                return  # committed with a later poll's
+            try:
+                await consumer.commit(due)
+            except CommitFailedError as exc:  # the group moved on; the new owner redoes them
+                self.counts["commit_failed"] += 1
+                log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
 
     def forget_all(self) -> None:
         for view in self.views.values():
@@ -296,21 +349,25 @@ class DecideLoop:
         n = sum(len(msgs) for msgs in records.values())
         return Checkpoint(n, acks, changes, offsets, began, time.perf_counter() - began)
 
-    async def write_states(self, changes: dict[int, Changes]) -> float:
-        """Changelog first (acknowledged), then the local store with the offset it now reflects;
-        returns when the changelog had acknowledged (perf_counter)."""
+    async def log_states(self, changes: dict[int, Changes]) -> list[tuple[int, Changes, list[Sent]]]:
+        """Queue the state changes on the changelog, partition by partition."""
         changelog = presence_changelog(self.settings)
         pending = []
         for p, rows in changes.items():
             if rows:
                 sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in rows))
                 pending.append((p, rows, sent))
-        ends = [await next_offset(sent) for _, _, sent in pending]
-        logged = time.perf_counter()
+        return pending
+
+    async def logged(self, pending: list[tuple[int, Changes, list[Sent]]]) -> list[int | None]:
+        """Once the changelog acknowledged them: the offset after each partition's records."""
+        return [await next_offset(sent) for _, _, sent in pending]
+
+    def store_states(self, pending: list[tuple[int, Changes, list[Sent]]], ends: list[int | None]) -> None:
+        """The changes in the local stores, with the changelog offset they now reflect."""
         for (p, rows, _), end in zip(pending, ends, strict=True):
             self.stores[p].write_states(rows, end)
             self.views[p].written(rows)
-        return logged
 
     # ------------------------------------------------------------------ device records
     async def follow_devices(self) -> None:
