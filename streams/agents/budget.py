@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from decisions.engine import Candidate, apply_budget
+from decisions.records import Decision
 from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group
@@ -83,6 +84,7 @@ class BudgetLoop:
         s, producer = self.settings, self.producer
         outputs: list[tuple[int, Candidate, bytes | None]] = []  # (partition, decision, notification id if sent)
         spent: dict[int, set[str]] = {}
+        final: list[Decision] = []  # decided here (a duplicate's decision was counted the first time)
         for tp, msgs in records.items():
             p = tp.partition
             used = self.used[p]
@@ -104,9 +106,10 @@ class BudgetLoop:
                     used[campaign] += 1
                     spent.setdefault(p, set()).add(campaign)
                     self.emitted.add(p, nid)
-                self.counts[f"decision:{decision.outcome}:{decision.reason}"] += 1
-                observe_decisions(self.metrics, [decision], transitions=False)
                 outputs.append((p, replace(cand, decision=decision), nid if spend else None))
+                final.append(decision)
+        for (outcome, reason), n in observe_decisions(self.metrics, final, transitions=False).items():
+            self.counts[f"decision:{outcome}:{reason}"] += n
         # 1. the budget spent, acknowledged: a crash after this can only under-spend
         acks: list[Any] = []
         for p, campaigns in spent.items():

@@ -335,9 +335,8 @@ class DecideLoop:
             for reason, n in Counter(reason for _, reason in gated).items():
                 self.counts[f"gated:{reason}"] += n
                 self.metrics.gated.labels(reason=reason).inc(n)
-            observe_decisions(self.metrics, found)
-            for d in found:
-                self.counts[f"decision:{d.outcome}:{d.reason}"] += 1
+            for (outcome, reason), n in observe_decisions(self.metrics, found).items():
+                self.counts[f"decision:{outcome}:{reason}"] += n
             sent = await send_records(
                 producer, s.topic_decisions, p, ((d.device_id.encode(), d.dumps()) for d in found)
             )
@@ -528,31 +527,39 @@ class DecideLoop:
         return deleted
 
 
-def observe_decisions(metrics: Metrics, found: Sequence[Decision], transitions: bool = True) -> None:
-    """Decisions by outcome and reason, their latency from ping time, and distinct transitions.
+def observe_decisions(
+    metrics: Metrics, found: Sequence[Decision], transitions: bool = True
+) -> Counter[tuple[str, str]]:
+    """Decisions by outcome and reason, their latency from ping time, and distinct transitions;
+    returns the count of every (outcome, reason), notify candidates included.
 
-    Notify candidates are counted once, by the budget step that makes them final."""
+    Notify candidates are counted once, by the budget step that makes them final. Counters are
+    incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
     now = datetime.now(UTC)
+    by_label: Counter[tuple[str, str]] = Counter()
+    final: Counter[tuple[str, str]] = Counter()
     moved = set()
+    latency = metrics.decision_latency
     for d in found:
+        by_label[d.outcome, d.reason] += 1
         if transitions:
             moved.add((d.device_id, d.ts, d.store_id, d.transition))
-        if d.outcome == "notify" and transitions:
-            continue
-        metrics.decisions.labels(outcome=d.outcome, reason=d.reason).inc()
-        metrics.decision_latency.observe(max(0.0, (now - d.ts).total_seconds()))
-    for *_, kind in moved:
-        metrics.transitions.labels(kind=kind).inc()
+            if d.outcome == "notify":
+                continue
+        final[d.outcome, d.reason] += 1
+        latency.observe(max(0.0, (now - d.ts).total_seconds()))
+    for (outcome, reason), n in final.items():
+        metrics.decisions.labels(outcome=outcome, reason=reason).inc(n)
+    for kind, n in Counter(kind for *_, kind in moved).items():
+        metrics.transitions.labels(kind=kind).inc(n)
+    return by_label
 
 
 def candidate_bytes(c: Candidate) -> bytes:
-    return orjson.dumps(
-        {
-            "decision": c.decision.model_dump(mode="json"),
-            "notification": c.notification.model_dump(mode="json"),
-            "budget": c.budget,
-        }
-    )
+    """An outbox record: ``{"decision": …, "notification": …, "budget": n | null}``, the two
+    records as their own ``dumps`` (joined, not serialised again)."""
+    budget = b"null" if c.budget is None else str(c.budget).encode()
+    return b'{"decision":%s,"notification":%s,"budget":%s}' % (c.decision.dumps(), c.notification.dumps(), budget)
 
 
 def candidate_loads(raw: bytes) -> Candidate:
