@@ -6,9 +6,10 @@ a coordinate or a token.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -93,6 +94,28 @@ class Metrics:
 
 
 _by_app: dict[int, Metrics] = {}
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe`` of every amount, with one increment per bucket instead of one per
+    amount (a poll at 100k fences decides ~2,000 times: 2 µs each, one by one). Falls back to
+    one by one if the client's internals are not the ones this was written against (0.20+)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    if not len(amounts):
+        return
+    values = np.asarray(amounts, dtype=np.float64)
+    # observe() puts an amount in the first bucket whose bound is >= it (the last is +Inf)
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds))
+    for bucket, n in zip(buckets, counts.tolist(), strict=False):
+        if n:
+            bucket.inc(n)
+    total.inc(float(values.sum()))
 
 
 def metrics_of(app: Any) -> Metrics:

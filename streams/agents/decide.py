@@ -35,7 +35,7 @@ from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, settle_heap
-from streams.metrics import Metrics
+from streams.metrics import Metrics, observe_many
 from streams.produce import Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
@@ -539,7 +539,7 @@ def observe_decisions(
     by_label: Counter[tuple[str, str]] = Counter()
     final: Counter[tuple[str, str]] = Counter()
     moved = set()
-    latency = metrics.decision_latency
+    latencies: list[float] = []
     for d in found:
         by_label[d.outcome, d.reason] += 1
         if transitions:
@@ -547,7 +547,8 @@ def observe_decisions(
             if d.outcome == "notify":
                 continue
         final[d.outcome, d.reason] += 1
-        latency.observe(max(0.0, (now - d.ts).total_seconds()))
+        latencies.append(max(0.0, (now - d.ts).total_seconds()))
+    observe_many(metrics.decision_latency, latencies)
     for (outcome, reason), n in final.items():
         metrics.decisions.labels(outcome=outcome, reason=reason).inc(n)
     for kind, n in Counter(kind for *_, kind in moved).items():
