@@ -54,7 +54,9 @@ class StoreStates:
         self.dirty[device_id] = state
 
     def visiting(self) -> list[tuple[str, bool]]:
-        """(device, inside some store now) of each state changed since the last take."""
+        """(device, inside some store now) of each state changed since the last take: every
+        device whose being inside may have changed (here all of them; the book reports only
+        those where it did)."""
         return [(k, bool(v.visits)) for k, v in self.dirty.items()]
 
     def take(self) -> Changes:
@@ -121,7 +123,7 @@ class BookStates:
         self.book.load(device_id, state.dumps(), dirty=True)
 
     def visiting(self) -> list[tuple[str, bool]]:
-        visiting: list[tuple[str, bool]] = self.book.visiting()
+        visiting: list[tuple[str, bool]] = self.book.visiting()  # only where it changed
         return visiting
 
     def take(self) -> Changes:

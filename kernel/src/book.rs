@@ -6,6 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::presence::{Batch, Book, Catalog, Ping, Rules, GATES};
@@ -14,6 +15,9 @@ use crate::state::{names, State};
 #[pyclass(module = "geofences._kernel", unsendable)]
 pub struct PresenceBook {
     book: Book,
+    /// Whether each device is inside some store, as Python last heard it from `visiting` or
+    /// as its state was read (`load`): `visiting` reports only the devices where that changed.
+    told: HashMap<String, bool>,
 }
 
 fn items<'py>(list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'py, PyString>>> {
@@ -79,6 +83,7 @@ impl PresenceBook {
     fn new() -> Self {
         PresenceBook {
             book: Book::new(Arc::new(Catalog::default())),
+            told: HashMap::new(),
         }
     }
 
@@ -103,10 +108,12 @@ impl PresenceBook {
     fn load(&mut self, device: &str, raw: &[u8], dirty: bool) -> PyResult<()> {
         let st = State::loads(raw, &mut names())
             .map_err(|e| PyValueError::new_err(format!("state of device {device:?}: {e}")))?;
-        self.book.states.insert(device.to_owned(), st);
         if dirty {
             self.book.dirty.insert(device.to_owned());
+        } else {
+            self.told.insert(device.to_owned(), !st.visits.is_empty());
         }
+        self.book.states.insert(device.to_owned(), st);
         Ok(())
     }
 
@@ -239,22 +246,27 @@ impl PresenceBook {
         for (dev, raw) in self.book.take(keep, &names()) {
             out.append((dev, PyBytes::new(py, &raw)))?;
         }
+        if self.told.len() > 2 * self.book.states.len() + 1024 {
+            let held = &self.book.states; // what was forgotten is told again when read again
+            self.told.retain(|d, _| held.contains_key(d));
+        }
         Ok(out)
     }
 
-    /// [(device, visiting)] of the states changed since the last take: whether each is now
-    /// inside some store (the worker's list of devices to watch for silence).
-    fn visiting(&self) -> Vec<(String, bool)> {
+    /// [(device, visiting)] of the states changed since the last take whose visiting (inside
+    /// some store or not) differs from what Python last heard or what was read: the changes to
+    /// the worker's list of devices to watch for silence (most changed states do not move it).
+    fn visiting(&mut self) -> Vec<(String, bool)> {
         let b = &self.book;
-        b.dirty
-            .iter()
-            .map(|d| {
-                (
-                    d.clone(),
-                    b.states.get(d).is_some_and(|s| !s.visits.is_empty()),
-                )
-            })
-            .collect()
+        let mut out = Vec::new();
+        for d in b.dirty.iter() {
+            let now = b.states.get(d).is_some_and(|s| !s.visits.is_empty());
+            if self.told.get(d) != Some(&now) {
+                self.told.insert(d.clone(), now);
+                out.push((d.clone(), now));
+            }
+        }
+        out
     }
 
     /// A held state's bytes (None: not held).
@@ -303,9 +315,11 @@ impl PresenceBook {
             None => {
                 self.book.states.clear();
                 self.book.dirty.clear();
+                self.told.clear();
             }
             Some(ids) => {
                 for d in ids {
+                    self.told.remove(&d);
                     if !self.book.dirty.contains(&d) {
                         self.book.states.swap_remove(&d); // a changed one is still written
                     }

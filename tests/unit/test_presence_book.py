@@ -40,6 +40,7 @@ def decide_all(
     stores = {p: PartitionStore(None) for p in range(PARTS)}
     views = {p: (BookStates(s, KERNEL, keep) if book else StoreStates(s, keep)) for p, s in stores.items()}
     out: list[bytes] = []
+    watched: dict[int, set[str]] = {p: set() for p in stores}  # the worker's devices inside a store
     for i in range(0, len(items), size):
         batches: dict[int, list[Item]] = {p: [] for p in range(PARTS)}
         for item in items[i : i + size]:
@@ -48,7 +49,9 @@ def decide_all(
         for p, (decisions, candidates, gated) in sorted(decided.items()):
             out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
             out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
-            out += [orjson.dumps([p, d, inside]) for d, inside in sorted(views[p].visiting())]
+            for d, inside in views[p].visiting():  # the book tells only changes, Python all
+                (watched[p].add if inside else watched[p].discard)(d)
+            out.append(orjson.dumps([p, sorted(watched[p])]))
             changes = views[p].take()
             stores[p].write_states(changes, None)
             views[p].written(changes)
@@ -183,3 +186,26 @@ def test_the_worker_holds_states_in_the_book_where_the_kernel_is() -> None:
     store = PartitionStore(None)
     assert isinstance(state_view(store, KERNEL), BookStates)
     assert isinstance(state_view(store, None), StoreStates)
+
+
+def test_the_book_tells_only_the_devices_whose_being_inside_changed() -> None:
+    """Most changed states do not start or end a visit: the worker's list of devices to watch
+    for silence hears of a device when it enters, when it leaves, and when it is new."""
+    engine = Engine.for_catalog(load_catalog([REPO / "config" / "catalog"]))  # its own stream time
+    store = PartitionStore(None)
+    view = BookStates(store, KERNEL, 10)
+    lat, lng = NEAR[0]
+    told = []
+    for k, dlat in enumerate([0.0, 0.0, 0.0, 0.01, 0.01, 0.0]):  # in, in, in, away, away, back
+        engine.decide([Ping("a", START_MS + k * 30_000, lat + dlat, lng, 5.0, 0.5)], view, DEVICES)  # type: ignore[arg-type]
+        told.append(view.visiting())
+        view.written(view.take())
+    assert told == [[("a", True)], [], [], [("a", False)], [], [("a", True)]]
+    # read back from the store (another book, as after a rebalance): inside, so nothing to tell
+    store.write_states([("a", view.get("a").dumps())], None)  # type: ignore[union-attr]
+    again = BookStates(store, KERNEL, 10)
+    engine.decide([Ping("a", START_MS + 200_000, lat, lng, 5.0, 0.5)], again, DEVICES)  # type: ignore[arg-type]
+    assert again.visiting() == []
+    again.forget(["a"])  # expired: the worker stops watching it, the book must tell it again
+    engine.decide([Ping("a", START_MS + 230_000, lat, lng, 5.0, 0.5)], again, DEVICES)  # type: ignore[arg-type]
+    assert again.visiting() == [("a", True)]
