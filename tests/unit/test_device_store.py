@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from decisions.state import DeviceState, Visit
-from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
+from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, WRITE_BUFFER_BYTES, PartitionStore
 from streams.device_view import StoreDevices, StoreStates
 
 
@@ -47,6 +47,21 @@ def test_rocksdb_state_survives_a_reopen(tmp_path: Path) -> None:
     again = PartitionStore(tmp_path / "p3")
     assert again.next_offset(CHANGELOG_NEXT) == 1000
     assert again.state("dev-999") == b"[999]" and sum(1 for _ in again.states()) == 1000
+
+
+def test_rocksdb_states_written_past_several_write_buffers_read_back_newest(tmp_path: Path) -> None:
+    """The write buffer is small (WRITE_BUFFER_BYTES): many flushes of overwritten keys later,
+    every key reads its newest value, in the store and after a reopen, with its offset."""
+    store = PartitionStore(tmp_path / "p5")
+    value = b"x" * 500
+    polls = 3 * WRITE_BUFFER_BYTES // (len(value) * 1000) + 1
+    for poll in range(polls):  # the same 2,000 devices, 1,000 of them changing every poll
+        store.write_states([(f"dev-{(poll * 1000 + i) % 2000}", b"%d:" % poll + value) for i in range(1000)], poll + 1)
+    store.close()
+    again = PartitionStore(tmp_path / "p5")
+    assert again.next_offset(CHANGELOG_NEXT) == polls
+    newest = {f"dev-{(p * 1000 + i) % 2000}": p for p in range(polls) for i in range(1000)}
+    assert {d: int(raw.split(b":")[0]) for d, raw in again.states()} == newest
 
 
 def test_engine_view_reads_through_and_holds_writes_until_flushed(store: PartitionStore) -> None:
