@@ -37,16 +37,17 @@ import yaml
 
 from decisions.records import Decision
 from geofences.load import load_catalog
-from streams.groups import decide_group
+from streams.groups import budget_group, decide_group
 from streams.local_kafka import LocalKafka, _die_with_parent, free_port
 from streams.phones import simulate
 from streams.settings import Settings, environ_for, load_settings
-from streams.topics import ensure_topics, presence_changelog
+from streams.topics import ensure_topics, outbox_topic, presence_changelog
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime.fromisoformat("2026-11-24T12:00:00+09:00")
 PINGS_PER_DEVICE = 31  # the simulator's average
 STALL_S = 120.0
+BUDGET_DRAIN_S = 120.0  # at most this long for the budget step to catch up once the pings are committed
 PROBE_EVERY = 50
 
 
@@ -135,6 +136,8 @@ class WorkerRun:
     stalled_at: int | None = None
     cpu_us: float = float("nan")  # the workers' CPU µs per ping from 10 % to 90 % committed
     broker_us: float = float("nan")  # the broker's, over the same stretch
+    budget_drain_s: float = 0.0  # from the last ping committed to the last candidate's decision
+    budget_left: int = 0  # candidates the budget step had not committed when the wait ended
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -155,6 +158,18 @@ def committed(admin: Any, s: Settings) -> int:
         return sum(r.committed or 0 for r in group_lag(admin, decide_group(s), {s.topic_pings}))
     except KafkaError:  # the group's coordinator is not there yet
         return 0
+
+
+def budget_backlog(admin: Any, s: Settings) -> int:
+    """Candidates on the outbox the budget step has not committed yet (its notify decisions)."""
+    from kafka.errors import KafkaError
+
+    from streams.lag import group_lag
+
+    try:
+        return sum(r.lag for r in group_lag(admin, budget_group(s), {outbox_topic(s)}))
+    except KafkaError:
+        return -1
 
 
 def run_workers(
@@ -197,6 +212,13 @@ def run_workers(
             if done >= total:
                 break
             time.sleep(0.25)
+        # the notify decisions come from the budget step, a step behind: stop once it is done
+        drained_from = time.monotonic()
+        left = budget_backlog(admin, s)
+        while left != 0 and time.monotonic() - drained_from < BUDGET_DRAIN_S:
+            time.sleep(0.25)
+            left = budget_backlog(admin, s)
+        drain_s = time.monotonic() - drained_from
         try:
             split = assignment_split(ports, s)
         except Exception:
@@ -215,7 +237,8 @@ def run_workers(
     (w0, b0), (w1, b1) = cpu_at[0.1], cpu_at[0.9]
     per_ping = 1e6 / (0.8 * total)
     return WorkerRun(rate, [r for r, _ in peak], [c for _, c in peak], time.monotonic() - started, split,
-                     cpu_us=(w1 - w0) * per_ping, broker_us=(b1 - b0) * per_ping)  # fmt: skip
+                     cpu_us=(w1 - w0) * per_ping, broker_us=(b1 - b0) * per_ping, budget_drain_s=drain_s,
+                     budget_left=left)  # fmt: skip
 
 
 def assignment_split(ports: list[int], s: Settings) -> list[int]:
@@ -398,7 +421,8 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s, CPU µs/ping {a.cpu_us:.1f} (broker {a.broker_us:.1f})")
     b = run_workers(one, 1, total, logs, broker.process.pid, args.worker_log_level)
     print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}, "
-          f"CPU µs/ping {b.cpu_us:.1f} (broker {b.broker_us:.1f})")  # fmt: skip
+          f"CPU µs/ping {b.cpu_us:.1f} (broker {b.broker_us:.1f}), budget caught up in {b.budget_drain_s:.1f} s "
+          f"({b.budget_left} left)")  # fmt: skip
     if args.only_one_worker:
         return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s, (b) one worker **{b.rate:,.0f}/s** "
                 f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
@@ -423,6 +447,14 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         f"- Decisions: (b) {sum(db.values()):,}, (c) {sum(dc.values()):,}; in (b) not (c): {lost}, extra in (c): {dup}."
         + (f" **(c) stalled** at {c.stalled_at:,} of {total:,} pings committed." if c.stalled_at is not None else ""),
         f"- Pings partitions per worker in (c): {c.split}.",
+        f"- The budget step (notify decisions) caught up {b.budget_drain_s:.1f} s (b) and {c.budget_drain_s:.1f} s "
+        f"(c) after the last ping was committed"
+        + (
+            f"; **{b.budget_left:,} (b) / {c.budget_left:,} (c) candidates still waiting**"
+            if b.budget_left or c.budget_left
+            else ""
+        )
+        + ".",
         f"- CPU µs per ping (reader or workers + broker, over the timed stretch): (a) {a.cpu_us:.1f} + "
         f"{a.broker_us:.1f}, (b) {b.cpu_us:.1f} + {b.broker_us:.1f}, (c) {c.cpu_us:.1f} + {c.broker_us:.1f}.",
         f"- Presence state: {len(sizes):,} devices, median {statistics.median(sizes):.0f} B, "
