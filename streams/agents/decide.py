@@ -195,8 +195,8 @@ class DecideLoop:
 
     def chain(self, consumer: Any, cp: Checkpoint) -> None:
         """Start a poll's checkpoint, following the newest one in flight."""
-        turns, after, self.turns = Turns.new(), self.turns, None
-        self.enqueue(self.checkpoint(consumer, cp, turns, after))
+        turns = Turns.new()
+        self.enqueue(self.checkpoint(consumer, cp, turns, self.turns))
         self.turns = turns
 
     def enqueue(self, checkpoint: Any) -> None:
@@ -537,7 +537,6 @@ def observe_decisions(
     incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
     now = datetime.now(UTC)
     by_label: Counter[tuple[str, str]] = Counter()
-    final: Counter[tuple[str, str]] = Counter()
     moved = set()
     latencies: list[float] = []
     for d in found:
@@ -546,11 +545,11 @@ def observe_decisions(
             moved.add((d.device_id, d.ts, d.store_id, d.transition))
             if d.outcome == "notify":
                 continue
-        final[d.outcome, d.reason] += 1
         latencies.append(max(0.0, (now - d.ts).total_seconds()))
     observe_many(metrics.decision_latency, latencies)
-    for (outcome, reason), n in final.items():
-        metrics.decisions.labels(outcome=outcome, reason=reason).inc(n)
+    for (outcome, reason), n in by_label.items():
+        if not (transitions and outcome == "notify"):
+            metrics.decisions.labels(outcome=outcome, reason=reason).inc(n)
     for kind, n in Counter(kind for *_, kind in moved).items():
         metrics.transitions.labels(kind=kind).inc(n)
     return by_label

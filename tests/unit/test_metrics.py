@@ -26,3 +26,36 @@ def test_observe_many_fills_the_buckets_and_sum_as_observe_does() -> None:
     assert 't_latency_seconds_bucket{le="0.005"} 3.0' in bulk  # 0.0, 0.004 and 0.005 itself
     assert f't_latency_seconds_bucket{{le="+Inf"}} {len(amounts)}.0' in bulk
     assert exposition([], bulk=True) == exposition([], bulk=False)
+
+
+def test_decision_metrics_count_each_decision_once_and_each_transition_once() -> None:
+    """The decision step counts what it decides but its notify candidates (the budget step
+    counts those, once final); a transition with several campaigns counts once."""
+    from datetime import UTC, datetime, timedelta
+
+    from decisions.records import Decision
+    from streams.agents.decide import observe_decisions
+    from streams.metrics import Metrics
+
+    ts = datetime.now(UTC) - timedelta(seconds=0.3)
+
+    def decision(campaign: str, outcome: str, reason: str, device: str = "d1") -> Decision:
+        return Decision(device_id=device, ts=ts, store_id="s1", campaign_id=campaign, transition="enter",
+                        outcome=outcome, reason=reason, catalog_version="v")  # type: ignore[arg-type]  # fmt: skip
+
+    m = Metrics()
+    found = [decision("c1", "notify", "ok"), decision("c2", "suppressed", "quiet_hours"),
+             decision("c3", "suppressed", "quiet_hours"), decision("c1", "suppressed", "cooldown", "d2")]  # fmt: skip
+    by_label = observe_decisions(m, found)
+    assert by_label == {("notify", "ok"): 1, ("suppressed", "quiet_hours"): 2, ("suppressed", "cooldown"): 1}
+    text = m.exposition().decode()
+    assert 'geopush_decisions_total{outcome="suppressed",reason="quiet_hours"} 2.0' in text
+    assert 'outcome="notify"' not in text  # a candidate, not final yet
+    assert 'geopush_transitions_total{kind="enter"} 2.0' in text  # d1's enter once, d2's once
+    assert "geopush_ping_to_decision_seconds_count 3.0" in text
+    assert 'geopush_ping_to_decision_seconds_bucket{le="0.25"} 0.0' in text
+    assert 'geopush_ping_to_decision_seconds_bucket{le="0.5"} 3.0' in text
+    observe_decisions(m, [decision("c1", "notify", "ok")], transitions=False)  # the budget step's final one
+    text = m.exposition().decode()
+    assert 'geopush_decisions_total{outcome="notify",reason="ok"} 1.0' in text
+    assert "geopush_ping_to_decision_seconds_count 4.0" in text
