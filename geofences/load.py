@@ -149,7 +149,7 @@ def load_catalog(paths: Sequence[Path | str]) -> Catalog:
         except YamlSyntaxError as exc:
             out.problems.append(Problem(exc.position, "", f"YAML syntax error: {exc.message}"))
             continue
-        for path, _ in doc.duplicate_keys:
+        for path in doc.duplicate_keys:
             out.add(doc, path, "duplicate key (each key may appear once)")
         if doc.data is None:
             continue
@@ -232,25 +232,31 @@ def _check_raw_references(
                         out.add(doc, (*path, "stores", key, i), f"{what} {v!r}")
 
 
+def _at(doc: Document, path: PathKey) -> Position:
+    """Where an object's id was written (positions are worked out only for a problem)."""
+    return doc.position((*path, "id"))
+
+
 def _cross_check(
     out: _Collector,
     stores: list[tuple[Store, Fence, Document, PathKey]],
     campaigns: list[tuple[Campaign, Document, PathKey]],
 ) -> None:
-    seen: dict[str, Position] = {}
+    seen: dict[str, tuple[Document, PathKey]] = {}  # where each id was first defined
     for store, _, doc, path in stores:
-        where = doc.position((*path, "id"))
         if store.id in seen:
-            out.add(doc, (*path, "id"), f"duplicate store id {store.id!r} (first defined at {seen[store.id]})")
+            first = _at(*seen[store.id])
+            out.add(doc, (*path, "id"), f"duplicate store id {store.id!r} (first defined at {first})")
         else:
-            seen[store.id] = where
+            seen[store.id] = (doc, path)
     tags = {t for s, _, _, _ in stores for t in s.tags}
-    seen_c: dict[str, Position] = {}
+    seen_c: dict[str, tuple[Document, PathKey]] = {}
     for c, doc, path in campaigns:
         if c.id in seen_c:
-            out.add(doc, (*path, "id"), f"duplicate campaign id {c.id!r} (first defined at {seen_c[c.id]})")
+            first = _at(*seen_c[c.id])
+            out.add(doc, (*path, "id"), f"duplicate campaign id {c.id!r} (first defined at {first})")
         else:
-            seen_c[c.id] = doc.position((*path, "id"))
+            seen_c[c.id] = (doc, path)
         for i, sid in enumerate(c.stores.ids):
             if sid not in seen:
                 out.add(doc, (*path, "stores", "ids", i), f"no store with id {sid!r}")
