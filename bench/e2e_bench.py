@@ -282,21 +282,24 @@ def state_bytes(s: Settings) -> list[int]:
 
 
 async def latency_run(
-    s: Settings, pings: list[Any], rate: float, seconds: float
-) -> tuple[list[float], list[float], str]:
-    """Pings at ``rate``/s with ts = send time. Milliseconds (a) from ping time to each decision
-    record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead letter."""
+    s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0
+) -> tuple[list[float], list[float], str, list[float]]:
+    """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds``. Milliseconds (a) from
+    ping time to each decision record, (b) from sending a probe (an unusable ping, one in
+    PROBE_EVERY) to its dead letter — both over the measured ``seconds`` only — and (c) the
+    probes of the warm-up (a fresh worker's first seconds: cold topics, caches, device records)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
-    n = int(rate * seconds)
+    n = int(rate * (seconds + warmup))
     # the load generator's own heap (the simulated pings, earlier runs' records) out of the
     # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
     gc.collect()
     gc.freeze()
     started = time.perf_counter()
+    measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
         for i, p in enumerate(pings[:n]):
             due = started + i / rate
@@ -313,10 +316,13 @@ async def latency_run(
         gc.unfreeze()
         await producer.stop()
     await asyncio.sleep(5)
-    decisions = [m.timestamp - Decision.loads(m.value).ts.timestamp() * 1000
-                 for m in await read_all(s, s.topic_decisions)]  # fmt: skip
-    sent = [(orjson.loads(orjson.loads(m.value)["payload"])["sent_ms"], m.timestamp)
-            for m in await read_all(s, s.topic_pings_dlq)]  # fmt: skip
+    decided = [(Decision.loads(m.value).ts.timestamp() * 1000, m.timestamp)
+               for m in await read_all(s, s.topic_decisions)]  # fmt: skip
+    decisions = [b - a for a, b in decided if a >= measured_ms]
+    probed = [(orjson.loads(orjson.loads(m.value)["payload"])["sent_ms"], m.timestamp)
+              for m in await read_all(s, s.topic_pings_dlq)]  # fmt: skip
+    sent = [(a, b) for a, b in probed if a >= measured_ms]
+    cold = [b - a for a, b in probed if a < measured_ms]
     start_ms = min((a for a, _ in sent), default=0.0)
     windows: dict[int, list[float]] = {}
     for a, b in sent:
@@ -324,7 +330,7 @@ async def latency_run(
     by_window = ", ".join(
         f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items())
     )
-    return decisions, [b - a for a, b in sent], by_window
+    return decisions, [b - a for a, b in sent], by_window, cold
 
 
 async def read_all(s: Settings, topic: str) -> list[Any]:
@@ -354,6 +360,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
     ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
+    ap.add_argument("--latency-warmup", type=float, default=0.0,
+                    help="seconds of load at the same rate before the measured ones (reported apart)")  # fmt: skip
     ap.add_argument("--latency-repeat", type=int, default=1, help="latency runs in a row (the first warms the broker)")
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
@@ -493,12 +501,20 @@ def latency_section(
                 pass
             time.sleep(0.5)
         time.sleep(3)
-        lat, probes, by_window = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds))
+        warmup = args.latency_warmup
+        lat, probes, by_window, cold = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds, warmup))
     finally:
         proc.terminate()
         proc.wait(60)
+    measured = min(len(pings), int(rate * (args.latency_seconds + warmup))) / rate - warmup
+    first = (
+        f" after a {warmup:.0f}-s warm-up at the same rate (its {len(cold):,} probes: p50 {pct(cold, 50):.0f}, "
+        f"p99 {pct(cold, 99):.0f} ms)"
+        if warmup
+        else ""
+    )
     return [
-        f"- [{app}] Latency at {rate:,.0f} pings/s (half of (b)) for {args.latency_seconds:.0f} s, ts = send time, "
+        f"- [{app}] Latency at {rate:,.0f} pings/s (half of (b)) for {measured:.0f} s{first}, ts = send time, "
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",

@@ -37,20 +37,50 @@ def longest_window(caps: list[Caps]) -> timedelta:
     return max(spans)
 
 
+class CapsMs:
+    """A campaign's effective caps as millisecond windows, worked out once per engine (the
+    checks run for every decision, most of them suppressed)."""
+
+    def __init__(self, caps: Caps) -> None:
+        self.cooldown_ms = _ms(caps.store_cooldown) if caps.store_cooldown is not None else -1
+        pc, pd = caps.per_campaign, caps.per_device
+        self.campaign_ms, self.campaign_max = (_ms(pc.window), pc.max) if pc is not None else (-1, 0)
+        self.device_ms, self.device_max = (_ms(pd.window), pd.max) if pd is not None else (-1, 0)
+
+
+def _ms(window: timedelta) -> int:
+    return int(window.total_seconds() * 1000)
+
+
 def blocked_by_caps(
     caps: Caps, sent: list[tuple[int, str, str]], campaign_id: str, store_id: str, now_ms: int
 ) -> str | None:
     """None if a notification is within the caps, else ``cooldown``/``campaign_cap``/``device_cap``."""
-    if caps.store_cooldown is not None:
-        since = now_ms - int(caps.store_cooldown.total_seconds() * 1000)
-        if any(ts > since and s == store_id for ts, _, s in sent):
-            return "cooldown"
-    if caps.per_campaign is not None:
-        since = now_ms - int(caps.per_campaign.window.total_seconds() * 1000)
-        if sum(1 for ts, c, _ in sent if ts > since and c == campaign_id) >= caps.per_campaign.max:
-            return "campaign_cap"
-    if caps.per_device is not None:
-        since = now_ms - int(caps.per_device.window.total_seconds() * 1000)
-        if sum(1 for ts, _, _ in sent if ts > since) >= caps.per_device.max:
-            return "device_cap"
+    return blocked_by_caps_ms(CapsMs(caps), sent, campaign_id, store_id, now_ms)
+
+
+def blocked_by_caps_ms(
+    caps: CapsMs, sent: list[tuple[int, str, str]], campaign_id: str, store_id: str, now_ms: int
+) -> str | None:
+    """:func:`blocked_by_caps` with the windows in milliseconds, in one pass over ``sent``."""
+    if not sent:
+        return None
+    cooldown_since = now_ms - caps.cooldown_ms
+    campaign_since = now_ms - caps.campaign_ms
+    device_since = now_ms - caps.device_ms
+    by_campaign = by_device = 0
+    cooled = False
+    for ts, c, s in sent:
+        if caps.cooldown_ms >= 0 and ts > cooldown_since and s == store_id:
+            cooled = True
+        if caps.campaign_ms >= 0 and ts > campaign_since and c == campaign_id:
+            by_campaign += 1
+        if caps.device_ms >= 0 and ts > device_since:
+            by_device += 1
+    if cooled:
+        return "cooldown"
+    if caps.campaign_ms >= 0 and by_campaign >= caps.campaign_max:
+        return "campaign_cap"
+    if caps.device_ms >= 0 and by_device >= caps.device_max:
+        return "device_cap"
     return None

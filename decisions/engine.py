@@ -17,7 +17,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from decisions.caps import blocked_by_caps, effective_caps, longest_window
+from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
 from decisions.records import Decision, Device, Notification, Outcome, Transition
@@ -165,6 +165,11 @@ class Engine:
             if trigger == "dwell"
         }
         self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
+        self.caps_ms: dict[str, CapsMs] = {cid: CapsMs(caps) for cid, caps in self.caps.items()}
+        self.tz_of: dict[str, str] = {s.id: store_tz(s, catalog.defaults) for s in catalog.stores}
+        # the last ping time converted (a ping that triggers ten campaigns converts once)
+        self._utc: tuple[int, datetime] = (0, utc(0))
+        self._local: tuple[int, str, datetime] = (0, "", utc(0))
         self.texts: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # see _text
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
@@ -490,10 +495,26 @@ class Engine:
         outcome: Outcome, reason: str, nid: str | None,
     ) -> Decision:  # fmt: skip
         return Decision(
-            device_id=ping.device_id, ts=utc(ping.ts_ms), store_id=store_id, campaign_id=campaign_id,
+            device_id=ping.device_id, ts=self._utc_time(ping.ts_ms), store_id=store_id, campaign_id=campaign_id,
             transition=transition, outcome=outcome, reason=reason, notification_id=nid,
             catalog_version=self.catalog.version,
         )  # fmt: skip
+
+    def _utc_time(self, ts_ms: int) -> datetime:
+        """``utc(ts_ms)``, remembered for the last ping (its decisions come one after another)."""
+        at, when = self._utc
+        if at != ts_ms:
+            when = utc(ts_ms)
+            self._utc = (ts_ms, when)
+        return when
+
+    def _local_time(self, ts_ms: int, tz: str) -> datetime:
+        """``local_time(ts_ms, tz)``, remembered for the last ping and zone."""
+        at, zone, when = self._local
+        if at != ts_ms or zone != tz:
+            when = local_time(ts_ms, tz)
+            self._local = (ts_ms, tz, when)
+        return when
 
     def _campaign(
         self, ping: Ping | PresenceCheck, sent: list[tuple[int, str, str]], store_id: str, visit_ms: int, c: Campaign,
@@ -508,10 +529,10 @@ class Engine:
         elif not device.opt_in:
             reason = "opted_out"
         else:
-            local = local_time(ping.ts_ms, store_tz(store, self.catalog.defaults))
+            local = self._local_time(ping.ts_ms, self.tz_of[store_id])
             reason = blocked_at(c, store, self.catalog.defaults, local)
             if reason is None:
-                reason = blocked_by_caps(self.caps[c.id], sent, c.id, store_id, ping.ts_ms)
+                reason = blocked_by_caps_ms(self.caps_ms[c.id], sent, c.id, store_id, ping.ts_ms)
             if reason is None and not device.token:
                 reason = "no_token"
         if reason is not None:
@@ -536,7 +557,7 @@ class Engine:
             expires = closing
         return Notification(
             notification_id=nid, device_id=ping.device_id, campaign_id=c.id, store_id=store.id,
-            ts=utc(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
+            ts=self._utc_time(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
             token=device.token, token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
         )  # fmt: skip
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from decisions.caps import blocked_by_caps, effective_caps
+from decisions.caps import CapsMs, blocked_by_caps, blocked_by_caps_ms, effective_caps
 from decisions.pings import Ping
 from decisions.presence import Rules, gate, step
 from decisions.schedule import blocked_by_schedule, closes_at, is_open, local_time
@@ -90,6 +92,45 @@ def test_caps_in_order_cooldown_campaign_device() -> None:
     assert blocked_by_caps(caps, two, "c", "s", now) == "campaign_cap"
     busy = [(now - hour, "x", "a"), (now - 2 * hour, "y", "b"), (now - 3 * hour, "z", "d")]
     assert blocked_by_caps(caps, busy, "c", "s", now) == "device_cap"
+
+
+def _caps_by_definition(caps: Caps, sent: list[tuple[int, str, str]], cid: str, sid: str, now: int) -> str | None:
+    """The caps as the README defines them, check by check (the engine's one-pass version must agree)."""
+
+    def within(window: timedelta, ts: int) -> bool:
+        return ts > now - window.total_seconds() * 1000
+
+    if caps.store_cooldown and any(within(caps.store_cooldown, t) and s == sid for t, _, s in sent):
+        return "cooldown"
+    pc, pd = caps.per_campaign, caps.per_device
+    if pc and sum(1 for t, c, _ in sent if within(pc.window, t) and c == cid) >= pc.max:
+        return "campaign_cap"
+    if pd and sum(1 for t, _, _ in sent if within(pd.window, t)) >= pd.max:
+        return "device_cap"
+    return None
+
+
+@given(
+    cooldown_h=st.none() | st.integers(1, 48),
+    per_campaign=st.none() | st.tuples(st.integers(1, 3), st.integers(1, 200)),
+    per_device=st.none() | st.tuples(st.integers(1, 4), st.integers(1, 48)),
+    sent=st.lists(st.tuples(st.integers(0, 300), st.sampled_from("cxy"), st.sampled_from("sab")), max_size=8),
+)
+def test_one_pass_caps_agree_with_the_definition(
+    cooldown_h: int | None, per_campaign: tuple[int, int] | None, per_device: tuple[int, int] | None,
+    sent: list[tuple[int, str, str]],
+) -> None:  # fmt: skip
+    hour = 3_600_000
+    now = 400 * hour
+    caps = Caps(
+        store_cooldown=timedelta(hours=cooldown_h) if cooldown_h else None,
+        per_campaign=CountCap(max=per_campaign[0], window=timedelta(hours=per_campaign[1])) if per_campaign else None,
+        per_device=CountCap(max=per_device[0], window=timedelta(hours=per_device[1])) if per_device else None,
+    )
+    history = [(now - h * hour, c, s) for h, c, s in sent]
+    expected = _caps_by_definition(caps, history, "c", "s", now)
+    assert blocked_by_caps_ms(CapsMs(caps), history, "c", "s", now) == expected
+    assert blocked_by_caps(caps, history, "c", "s", now) == expected
 
 
 def test_campaign_caps_override_defaults_field_by_field() -> None:
