@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from geofences.load import Catalog, catalog_files, load_catalog
+from streams.heap import collections_paused
 from streams.settings import Settings
 
 log = logging.getLogger("geopush.catalog")
@@ -50,7 +51,8 @@ def catalog_from_payload(raw: bytes) -> Catalog:
         for name, text in obj["files"].items():
             safe = Path(name).name
             (Path(tmp) / safe).write_text(text, encoding="utf-8")
-        catalog = load_catalog(catalog_files([Path(tmp)]))
+        with collections_paused():
+            catalog = load_catalog(catalog_files([Path(tmp)]))
     if catalog.version != obj.get("version"):
         log.warning("published catalog says version %s, content hashes to %s", obj.get("version"), catalog.version)
     return catalog

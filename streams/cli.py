@@ -149,13 +149,16 @@ def catalog_validate(
 
     from geofences.index import FenceIndex
     from geofences.load import load_catalog
+    from streams.heap import collections_paused
 
     try:
-        cat = load_catalog(paths)
+        with collections_paused():
+            cat = load_catalog(paths)
     except CatalogInvalid as exc:
         reject(exc, "the catalog was not accepted")
     t = time.perf_counter()
-    index = FenceIndex(cat.fences)
+    with collections_paused():
+        index = FenceIndex(cat.fences)
     build_ms = (time.perf_counter() - t) * 1000
     kinds = {k: sum(1 for f in cat.fences if f.kind == k) for k in ("circle", "polygon")}
     typer.echo(f"catalog {cat.version}: OK ({len(cat.sources)} file(s))")

@@ -10,7 +10,10 @@ the permanent generation, which collections skip; refcounting still frees them w
 from __future__ import annotations
 
 import gc
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,41 @@ def settle_heap() -> float:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
     return time.perf_counter() - began
+
+
+class _PausedBuilds:
+    """How many builds run under :func:`collections_paused` (a start-up and a reload may
+    overlap), and whether collections ran before the first began."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.was_enabled = True
+
+
+_BUILDS = _PausedBuilds()
+
+
+@contextmanager
+def collections_paused() -> Iterator[None]:
+    """No automatic collections while a catalog is read and indexed: its millions of objects all
+    live on, and each full collection would walk them again (100k stores: reading 12.6 -> 7.4 s,
+    the engine 7.9 -> 6.2 s). Reference counting still frees what dies; the settle that follows
+    a build collects once. Collections resume when the last overlapping build ends, if they ran
+    before the first began."""
+    b = _BUILDS
+    with b.lock:
+        if b.count == 0:
+            b.was_enabled = gc.isenabled()
+            gc.disable()
+        b.count += 1
+    try:
+        yield
+    finally:
+        with b.lock:
+            b.count -= 1
+            if b.count == 0 and b.was_enabled:
+                gc.enable()
 
 
 @dataclass

@@ -34,7 +34,7 @@ from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
 from streams.groups import Rebalance, decide_group
-from streams.heap import Pauses, settle_heap
+from streams.heap import Pauses, collections_paused, settle_heap
 from streams.metrics import Metrics, observe_many
 from streams.produce import Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
@@ -64,7 +64,8 @@ class LiveEngine:
         self.on_swap: list[Any] = []
 
     def swap(self, catalog: Catalog) -> None:
-        new = engine_for(catalog, self.settings)
+        with collections_paused():
+            new = engine_for(catalog, self.settings)
         new.stream_ms = dict(self.engine.stream_ms)
         old, self.engine = self.engine.version, new
         settled = settle_heap()  # the new catalog out of future collections, the old one freed
@@ -580,8 +581,9 @@ def register_decide(app: Any, settings: Settings) -> DecideLoop:
     from streams.catalog_feed import CatalogFeed
     from streams.metrics import metrics_of
 
-    catalog = load_catalog([settings.catalog_path])
-    live = LiveEngine(engine_for(catalog, settings), settings)
+    with collections_paused():
+        catalog = load_catalog([settings.catalog_path])
+        live = LiveEngine(engine_for(catalog, settings), settings)
     metrics = metrics_of(app)
     counts: Counter[str] = Counter()
     metrics.set_catalog(catalog.version, len(catalog.fences))

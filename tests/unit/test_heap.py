@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.heap import GEN0_THRESHOLD, Pauses, settle_heap
+from streams.heap import GEN0_THRESHOLD, Pauses, collections_paused, settle_heap
 
 
 @pytest.fixture
@@ -47,3 +47,26 @@ def test_pauses_are_recorded_per_generation_and_drained() -> None:
     assert taken[2] and pauses.seconds == {0: [], 1: [], 2: []}
     gc.collect()  # uninstalled: nothing more recorded
     assert pauses.seconds[2] == []
+
+
+def test_collections_pause_for_builds_and_resume_after_the_last() -> None:
+    assert gc.isenabled()
+    with collections_paused():
+        assert not gc.isenabled()
+        with collections_paused():  # a reload overlapping the start-up build
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer build still runs
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collections_paused():
+        raise RuntimeError("a catalog that failed to build")
+    assert gc.isenabled()  # resumed all the same
+
+
+def test_collections_stay_off_if_they_were_off() -> None:
+    gc.disable()
+    try:
+        with collections_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
