@@ -48,8 +48,8 @@ _BUILDS = _PausedBuilds()
 @contextmanager
 def collections_paused() -> Iterator[None]:
     """No automatic collections while a catalog is read and indexed: its millions of objects all
-    live on, and each full collection would walk them again (100k stores: reading 12.6 -> 7.4 s,
-    the engine 7.9 -> 6.2 s). Reference counting still frees what dies; the settle that follows
+    live on, and each full collection would walk them again (100k stores: reading 10.5 -> 7.2 s,
+    ``bench.catalog_bench``). Reference counting still frees what dies; the settle that follows
     a build collects once. Collections resume when the last overlapping build ends, if they ran
     before the first began."""
     b = _BUILDS
