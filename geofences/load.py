@@ -147,7 +147,7 @@ def load_catalog(paths: Sequence[Path | str]) -> Catalog:
             out.problems.append(Problem(Position(str(f), 1, 1), "", "file not found"))
             continue
         except YamlSyntaxError as exc:
-            out.problems.append(Problem(exc.position, "", f"YAML syntax error: {exc.message}"))
+            out.problems.append(Problem(exc.position, "", f"YAML {exc.what}: {exc.message}"))
             continue
         for path in doc.duplicate_keys:
             out.add(doc, path, "duplicate key (each key may appear once)")

@@ -75,10 +75,11 @@ class Document:
 class YamlSyntaxError(ValueError):
     """The file is not valid YAML; carries the position of the error."""
 
-    def __init__(self, position: Position, message: str) -> None:
+    def __init__(self, position: Position, message: str, what: str = "syntax error") -> None:
         super().__init__(f"{position}: {message}")
         self.position = position
         self.message = message
+        self.what = what  # "syntax error", or "bad value" for a scalar that is not what it looks like
 
 
 # libyaml's parser (C) when PyYAML was built with it; its events and nodes carry the same marks
@@ -128,9 +129,11 @@ def _build(node: yaml.Node, path: PathKey, file: str, places: _Places, duplicate
     try:
         return loader.construct_object(node, deep=True)
     except ValueError as exc:  # e.g. a date that is not one: 2026-13-45
-        raise YamlSyntaxError(
-            _pos(file, node), f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}: {exc}"
-        ) from None
+        what = _KINDS.get(node.tag.rsplit(":", 1)[-1], node.tag)
+        raise YamlSyntaxError(_pos(file, node), f"{node.value!r} is not a valid {what}: {exc}", "bad value") from None
+
+
+_KINDS = {"timestamp": "date", "int": "integer", "float": "number", "bool": "true/false"}  # in words
 
 
 def _positioned(text: str, file: str) -> tuple[Any, _Places, list[PathKey]]:

@@ -161,6 +161,20 @@ def test_yaml_syntax_error_has_position(tmp_path: Path) -> None:
     assert len(got) == 1 and got[0].startswith(f"{f}:") and "YAML syntax error" in got[0]
 
 
+def test_a_bad_date_is_a_positioned_problem_not_a_traceback(tmp_path: Path) -> None:
+    f = write(
+        tmp_path,
+        "campaigns.yaml",
+        """
+        campaigns:
+          - id: c1
+            active: {from: 2026-02-30, until: 2026-12-31}
+        """,
+    )
+    got = problems([f])
+    assert got == [f"{f}:3:20: YAML bad value: '2026-02-30' is not a valid date: day is out of range for month"], got
+
+
 def test_unknown_top_level_key_and_missing_path(tmp_path: Path) -> None:
     f = write(tmp_path, "x.yaml", "store:\n  - id: s1\n")
     assert any("store: unknown key (expected stores, campaigns, defaults)" in g for g in problems([f]))

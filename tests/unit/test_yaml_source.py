@@ -122,6 +122,12 @@ def test_errors_carry_a_position(text: str, where: str) -> None:
     assert str(info.value).startswith("e.yaml") and where in str(info.value), str(info.value)
 
 
+def test_a_date_that_is_not_one_is_named_in_words() -> None:
+    with pytest.raises(YamlSyntaxError) as info:
+        parse_text("active:\n  from: 2026-13-01\n", "c.yaml")
+    assert str(info.value) == "c.yaml:2:9: '2026-13-01' is not a valid date: month must be in 1..12"
+
+
 def test_empty_documents_have_no_data() -> None:
     assert parse_text("", "e.yaml").data is None
     assert parse_text("# only a comment\n", "e.yaml").data is None
