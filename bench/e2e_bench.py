@@ -514,7 +514,8 @@ def latency_section(
         else ""
     )
     return [
-        f"- [{app}] Latency at {rate:,.0f} pings/s (half of (b)) for {measured:.0f} s{first}, ts = send time, "
+        f"- [{app}] Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
+        f"for {measured:.0f} s{first}, ts = send time, "
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
