@@ -383,7 +383,9 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with the broker and the load generator), "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}.",
-        f"Command: `python -m bench.e2e_bench --pings {args.pings} --fences {args.fences}`.",
+        f"Command: `python -m bench.e2e_bench --pings {args.pings} --fences {args.fences}"
+        + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
+        + "`.",
         "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
         "",
     ]
