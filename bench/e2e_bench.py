@@ -364,7 +364,7 @@ def main() -> None:
                     help="seconds of load at the same rate before the measured ones (reported apart)")  # fmt: skip
     ap.add_argument("--latency-repeat", type=int, default=1, help="latency runs in a row (the first warms the broker)")
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"))
+    ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"), help="results go on top of this file")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geopush-e2e-"))
     logs = work / "logs"
@@ -389,7 +389,8 @@ def main() -> None:
         "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
         "",
     ]
-    args.out.write_text("\n".join(header + lines) + "\n")
+    earlier = args.out.read_text() if args.out.exists() else ""  # the results history: newest first
+    args.out.write_text("\n".join(header + lines) + "\n" + ("\n" + earlier if earlier else ""))
     print("\n".join(header + lines))
 
 
