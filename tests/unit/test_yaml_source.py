@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geofences import yaml_source
 from geofences.yaml_source import YamlSyntaxError, parse_text
@@ -133,3 +135,40 @@ def test_empty_documents_have_no_data() -> None:
     assert parse_text("# only a comment\n", "e.yaml").data is None
     assert parse_text("---\n...\n", "e.yaml").data is None
     assert isinstance(parse_text("d: 2026-12-01", "e.yaml").data["d"], dt.date)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.from_regex(r"[-+]?[0-9][0-9_.:eE+-]{0,7}", fullmatch=True)  # number-like: the shortcuts' ground
+    | st.text(alphabet="0123456789.-+:eE_xob ~yesnoYNtrufalTFinINfNaA", min_size=1, max_size=12)
+)
+def test_any_plain_scalar_reads_as_pyyaml_reads_it(raw: str) -> None:
+    """Numbers, booleans, nulls, dates and sexagesimals in every spelling: the fast pass's own
+    int and float shortcuts must never read a scalar differently from PyYAML."""
+    text = f"k: {raw}\nlist: [{raw}]\n"
+    try:
+        expected = yaml.load(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, ValueError):
+        with pytest.raises((YamlSyntaxError, ValueError)):
+            parse_text(text, "f.yaml")
+        return
+    try:
+        fast = yaml_source._fast_data(text)
+    except yaml_source._Unhandled:
+        fast = parse_text(text, "f.yaml").data  # left to the positioned parser
+    assert _same(fast, _keyed(expected)), (raw, fast, expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8) | st.dates(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_dumped_documents_read_back_the_same_both_ways(data: object) -> None:
+    text = yaml.safe_dump({"root": data}, allow_unicode=True)
+    expected = yaml.load(text, Loader=yaml.SafeLoader)
+    assert _same(yaml_source._fast_data(text), _keyed(expected))
+    assert _same(parse_text(text, "d.yaml").data, _keyed(expected))
