@@ -222,8 +222,16 @@ fn float(s: &mut String, v: Option<f64>) {
     }
 }
 
+/// `v` as a JSON string, the bytes serde_json writes; ids needing no escape (all of them, in
+/// practice) are copied as they are instead of through a fresh allocation each.
 fn string(s: &mut String, v: &str) {
-    s.push_str(&serde_json::to_string(v).expect("a str serialises"));
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        s.push('"');
+        s.push_str(v);
+        s.push('"');
+    } else {
+        s.push_str(&serde_json::to_string(v).expect("a str serialises"));
+    }
 }
 
 fn list(s: &mut String, names: &Names, v: &[u32]) {
@@ -240,6 +248,25 @@ fn list(s: &mut String, names: &Names, v: &[u32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for v in [
+            "s-1",
+            "",
+            "ストア",
+            "c-\"q\"",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{7f}del",
+            "\u{1}",
+        ] {
+            let mut s = String::new();
+            string(&mut s, v);
+            assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
+        }
+    }
 
     #[test]
     fn round_trip_plain_and_packed() {
