@@ -283,16 +283,17 @@ def state_bytes(s: Settings) -> list[int]:
 
 async def latency_run(
     s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0
-) -> tuple[list[float], list[float], str, list[float]]:
+) -> tuple[list[float], list[float], str, list[float], float]:
     """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds``. Milliseconds (a) from
     ping time to each decision record, (b) from sending a probe (an unusable ping, one in
     PROBE_EVERY) to its dead letter — both over the measured ``seconds`` only — and (c) the
-    probes of the warm-up (a fresh worker's first seconds: cold topics, caches, device records)."""
+    probes of the warm-up (a fresh worker's first seconds: cold topics, caches, device records);
+    and the seconds measured (fewer than asked when ``pings`` run out)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
-    n = int(rate * (seconds + warmup))
+    n = min(len(pings), int(rate * (seconds + warmup)))
     # the load generator's own heap (the simulated pings, earlier runs' records) out of the
     # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
@@ -330,7 +331,7 @@ async def latency_run(
     by_window = ", ".join(
         f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items())
     )
-    return decisions, [b - a for a, b in sent], by_window, cold
+    return decisions, [b - a for a, b in sent], by_window, cold, n / rate - warmup
 
 
 async def read_all(s: Settings, topic: str) -> list[Any]:
@@ -505,11 +506,12 @@ def latency_section(
             time.sleep(0.5)
         time.sleep(3)
         warmup = args.latency_warmup
-        lat, probes, by_window, cold = asyncio.run(latency_run(lat_s, pings, rate, args.latency_seconds, warmup))
+        lat, probes, by_window, cold, measured = asyncio.run(
+            latency_run(lat_s, pings, rate, args.latency_seconds, warmup)
+        )
     finally:
         proc.terminate()
         proc.wait(60)
-    measured = min(len(pings), int(rate * (args.latency_seconds + warmup))) / rate - warmup
     first = (
         f" after a {warmup:.0f}-s warm-up at the same rate (its {len(cold):,} probes: p50 {pct(cold, 50):.0f}, "
         f"p99 {pct(cold, 99):.0f} ms)"
