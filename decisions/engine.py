@@ -30,6 +30,8 @@ from geofences.load import Catalog
 DEFAULT_VALIDITY = timedelta(hours=2)
 NAN = float("nan")
 TEXTS_KEPT = 100_000  # rendered offer texts kept per engine (campaign x store x device locale)
+SCHEDULES_KEPT = 100_000  # schedule answers kept per engine (see Engine._blocked_at)
+MINUTE_MS = 60_000
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
 # the presence book's gate codes and transition kinds (kernel/src/presence.rs: GATES, BLOCKED...)
 GATE_NAMES = ("", "duplicate", "out_of_order", "stale", "impossible_jump", "low_accuracy", "drive_by")
@@ -171,6 +173,7 @@ class Engine:
         self._utc: tuple[int, datetime] = (0, utc(0))
         self._local: tuple[int, str, datetime] = (0, "", utc(0))
         self.texts: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # see _text
+        self.schedules: dict[tuple[str, str, str, int], str] = {}  # see _blocked_at
         self.keep_ms = int(longest_window(list(self.caps.values())).total_seconds() * 1000)
         self.ttl_ms = max(int(rules.state_ttl_s * 1000), self.keep_ms)
         self.campaign_of: dict[str, Campaign] = {c.id: c for c in catalog.campaigns}
@@ -516,6 +519,26 @@ class Engine:
             self._local = (ts_ms, tz, when)
         return when
 
+    def _blocked_at(self, c: Campaign, store: Store, ts_ms: int) -> str | None:
+        """``blocked_at`` at the store's local time, answered once per campaign, store hours,
+        zone and minute: every rule it checks changes only on a whole local minute (dates,
+        weekdays, HH:MM windows), and a zone whose offset is whole minutes keeps local minutes
+        aligned with UTC ones. A campaign over 100k cafés asks it ~0.4 times a ping."""
+        tz = self.tz_of[store.id]
+        hours = store.id if c.respect_store_hours and store.hours is not None else ""
+        key = (c.id, hours, tz, ts_ms // MINUTE_MS)
+        known = self.schedules.get(key)
+        if known is not None:
+            return known or None
+        local = self._local_time(ts_ms, tz)
+        reason = blocked_at(c, store, self.catalog.defaults, local)
+        offset = local.utcoffset()
+        if offset is not None and offset.seconds % 60 == 0 and offset.microseconds == 0:
+            if len(self.schedules) >= SCHEDULES_KEPT:
+                self.schedules.clear()  # answers for minutes long past: start over rather than grow
+            self.schedules[key] = reason or ""
+        return reason
+
     def _campaign(
         self, ping: Ping | PresenceCheck, sent: list[tuple[int, str, str]], store_id: str, visit_ms: int, c: Campaign,
         transition: Transition, device: Device | None,
@@ -523,14 +546,12 @@ class Engine:
     ) -> None:  # fmt: skip
         store = self.stores[store_id]
         reason = None
-        local = None
         if device is None:
             reason = "no_device"
         elif not device.opt_in:
             reason = "opted_out"
         else:
-            local = self._local_time(ping.ts_ms, self.tz_of[store_id])
-            reason = blocked_at(c, store, self.catalog.defaults, local)
+            reason = self._blocked_at(c, store, ping.ts_ms)
             if reason is None:
                 reason = blocked_by_caps_ms(self.caps_ms[c.id], sent, c.id, store_id, ping.ts_ms)
             if reason is None and not device.token:
@@ -538,7 +559,8 @@ class Engine:
         if reason is not None:
             decisions.append(self._decision(ping, store_id, c.id, transition, "suppressed", reason, None))
             return
-        assert device is not None and local is not None
+        assert device is not None
+        local = self._local_time(ping.ts_ms, self.tz_of[store_id])
         nid = notification_id(ping.device_id, c.id, store_id, visit_ms)
         sent.append((ping.ts_ms, c.id, store_id))
         decision = self._decision(ping, store_id, c.id, transition, "notify", "ok", nid)

@@ -54,23 +54,22 @@ impl PresenceCatalog {
         keep_ms: i64,
     ) -> Self {
         let mut names = names();
-        let mut cat = Catalog {
-            rules: rules_of(rules),
+        let fences = fence_stores.iter().map(|s| names.id(s)).collect();
+        let enter: Vec<u32> = on_enter.iter().map(|s| names.id(s)).collect();
+        let exit: Vec<u32> = on_exit.iter().map(|s| names.id(s)).collect();
+        let due: Vec<(u32, u32, f64)> = dwell
+            .iter()
+            .map(|(s, c, ms)| (names.id(s), names.id(c), *ms))
+            .collect();
+        let cat = Catalog::build(
+            rules_of(rules),
             ttl_ms,
             keep_ms,
-            ..Catalog::default()
-        };
-        for (i, s) in fence_stores.iter().enumerate() {
-            let id = names.id(s);
-            cat.fence_store.push(id);
-            cat.store_fence.insert(id, i as u32);
-        }
-        cat.on_enter = on_enter.iter().map(|s| names.id(s)).collect();
-        cat.on_exit = on_exit.iter().map(|s| names.id(s)).collect();
-        for (store, campaign, ms) in dwell {
-            let (s, c) = (names.id(&store), names.id(&campaign));
-            cat.dwell.entry(s).or_default().push((c, ms));
-        }
+            fences,
+            &enter,
+            &exit,
+            &due,
+        );
         PresenceCatalog {
             catalog: Arc::new(cat),
         }

@@ -8,7 +8,7 @@
 //! a dwell campaign due) and Python decides them. `tests/unit/test_presence_core.py` holds
 //! this to the Python engine, decision for decision and state for state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use indexmap::{IndexMap, IndexSet};
@@ -189,10 +189,103 @@ pub struct Catalog {
     pub ttl_ms: i64,
     pub keep_ms: i64,
     pub fence_store: Vec<u32>,
-    pub store_fence: HashMap<u32, u32>,
-    pub on_enter: HashSet<u32>, // stores with enter campaigns (a suppressed enter is said too)
-    pub on_exit: HashSet<u32>,
-    pub dwell: HashMap<u32, Vec<(u32, f64)>>, // store -> (campaign, dwell ms), by priority
+    /// What the book asks of a store, by its name number (every visit of every ping asks):
+    /// one dense table, not hash maps: with 100k stores each hash lookup missed the cache
+    /// two or three times, and a device inside ten fences asks ten times a ping.
+    pub store: Vec<StoreInfo>,
+    pub dwell: Vec<(u32, f64)>, // (campaign, dwell ms), each store's run by priority
+}
+
+/// A store in the presence catalog: its fence, whether it has enter or exit campaigns (a
+/// suppressed enter is said too), and its dwell campaigns, `Catalog::dwell[dwell_lo..dwell_hi]`.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreInfo {
+    pub fence: u32, // NO_FENCE: not in this catalog
+    pub on_enter: bool,
+    pub on_exit: bool,
+    pub dwell_lo: u32,
+    pub dwell_hi: u32,
+}
+
+pub const NO_FENCE: u32 = u32::MAX;
+const NOT_A_STORE: StoreInfo = StoreInfo {
+    fence: NO_FENCE,
+    on_enter: false,
+    on_exit: false,
+    dwell_lo: 0,
+    dwell_hi: 0,
+};
+
+impl Catalog {
+    /// The catalog of these fences' stores, enter and exit stores and dwell campaigns
+    /// [(store, campaign, dwell ms)] (by priority within a store), all by name number.
+    pub fn build(
+        rules: Rules,
+        ttl_ms: i64,
+        keep_ms: i64,
+        fence_store: Vec<u32>,
+        on_enter: &[u32],
+        on_exit: &[u32],
+        dwell: &[(u32, u32, f64)],
+    ) -> Catalog {
+        let top = fence_store
+            .iter()
+            .chain(on_enter)
+            .chain(on_exit)
+            .chain(dwell.iter().map(|d| &d.0))
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        let mut store = vec![NOT_A_STORE; top];
+        for (f, &s) in fence_store.iter().enumerate() {
+            store[s as usize].fence = f as u32;
+        }
+        for &s in on_enter {
+            store[s as usize].on_enter = true;
+        }
+        for &s in on_exit {
+            store[s as usize].on_exit = true;
+        }
+        let mut order: Vec<usize> = (0..dwell.len()).collect();
+        order.sort_by_key(|&i| dwell[i].0); // stable: each store's campaigns keep their order
+        let mut due = Vec::with_capacity(dwell.len());
+        for i in order {
+            let (s, c, ms) = dwell[i];
+            let info = &mut store[s as usize];
+            if info.dwell_hi == 0 {
+                info.dwell_lo = due.len() as u32;
+            }
+            due.push((c, ms));
+            info.dwell_hi = due.len() as u32;
+        }
+        Catalog {
+            rules,
+            ttl_ms,
+            keep_ms,
+            fence_store,
+            store,
+            dwell: due,
+        }
+    }
+
+    /// What the catalog holds of store `s` (nothing, for a store not in it).
+    #[inline]
+    pub fn store(&self, s: u32) -> &StoreInfo {
+        self.store.get(s as usize).unwrap_or(&NOT_A_STORE)
+    }
+
+    /// Store `s`'s fence, if it is in this catalog.
+    #[inline]
+    pub fn fence_of(&self, s: u32) -> Option<u32> {
+        let f = self.store(s).fence;
+        (f != NO_FENCE).then_some(f)
+    }
+
+    /// Store `s`'s dwell campaigns (campaign, dwell ms), by priority.
+    #[inline]
+    pub fn dwell_of(&self, s: u32) -> &[(u32, f64)] {
+        let info = self.store(s);
+        &self.dwell[info.dwell_lo as usize..info.dwell_hi as usize]
+    }
 }
 
 /// One partition's device states (those read recently) and the ones changed since `take`.
@@ -256,7 +349,7 @@ impl Book {
             b.inside(k, &self.catalog, &mut inside);
             for &store in visiting.iter() {
                 if inside.iter().all(|&(s, _)| s != store) {
-                    if let Some(&f) = self.catalog.store_fence.get(&store) {
+                    if let Some(f) = self.catalog.fence_of(store) {
                         ks.push(k);
                         fences.push(i64::from(f));
                     }
@@ -326,7 +419,7 @@ impl Book {
                 continue;
             }
             let cat = &self.catalog;
-            for &s in out.blocked.iter().filter(|s| cat.on_enter.contains(s)) {
+            for &s in out.blocked.iter().filter(|&&s| cat.store(s).on_enter) {
                 events.push(Event {
                     ping: k,
                     kind: BLOCKED,
@@ -335,7 +428,7 @@ impl Book {
                     visit_ms: 0,
                 });
             }
-            for &(s, at) in out.exited.iter().filter(|(s, _)| cat.on_exit.contains(s)) {
+            for &(s, at) in out.exited.iter().filter(|&&(s, _)| cat.store(s).on_exit) {
                 events.push(Event {
                     ping: k,
                     kind: EXIT,
@@ -344,7 +437,7 @@ impl Book {
                     visit_ms: at,
                 });
             }
-            for &s in out.entered.iter().filter(|s| cat.on_enter.contains(s)) {
+            for &s in out.entered.iter().filter(|&&s| cat.store(s).on_enter) {
                 events.push(Event {
                     ping: k,
                     kind: ENTER,
@@ -354,14 +447,13 @@ impl Book {
                 });
             }
             for v in st.visits.iter_mut() {
-                let Some(due) = cat.dwell.get(&v.store) else {
-                    continue;
-                };
-                if inside.iter().all(|&(s, _)| s != v.store) {
+                let due = cat.dwell_of(v.store);
+                if due.is_empty() || inside.iter().all(|&(s, _)| s != v.store) {
                     continue;
                 }
                 for &(c, dwell_ms) in due {
-                    if !v.fired.contains(&c) && (p.ts - v.entered_ms) as f64 >= dwell_ms {
+                    // the time first: most visits are not due, and their `fired` is not read
+                    if (p.ts - v.entered_ms) as f64 >= dwell_ms && !v.fired.contains(&c) {
                         v.fired.push(c);
                         events.push(Event {
                             ping: k,
@@ -408,7 +500,7 @@ impl Book {
             if (ts - v.last_in_ms) as f64 <= timeout_ms {
                 return true;
             }
-            if cat.on_exit.contains(&v.store) {
+            if cat.store(v.store).on_exit {
                 events.push(Event {
                     ping: k,
                     kind: EXIT,
@@ -476,6 +568,29 @@ mod tests {
             acc: 10.0,
             speed: f64::NAN,
         }
+    }
+
+    #[test]
+    fn the_dense_store_table_answers_as_the_lists_it_was_built_from() {
+        // stores 0..3 have fences 0..3; 7 has campaigns but no fence; 9 is unknown
+        let dwell = [
+            (2, 20, 60_000.0),
+            (0, 21, 1.0),
+            (2, 22, 30_000.0),
+            (7, 20, 5.0),
+        ];
+        let cat = Catalog::build(RULES, 1, 1, vec![3, 0, 2], &[0, 7], &[2], &dwell);
+        assert_eq!(cat.fence_of(3), Some(0));
+        assert_eq!(cat.fence_of(2), Some(2));
+        assert_eq!(cat.fence_of(1), None);
+        assert_eq!(cat.fence_of(7), None);
+        assert_eq!(cat.fence_of(9), None);
+        assert_eq!(cat.dwell_of(2), &[(20, 60_000.0), (22, 30_000.0)]); // priority order kept
+        assert_eq!(cat.dwell_of(0), &[(21, 1.0)]);
+        assert_eq!(cat.dwell_of(7), &[(20, 5.0)]);
+        assert!(cat.dwell_of(3).is_empty() && cat.dwell_of(9).is_empty());
+        assert!(cat.store(0).on_enter && cat.store(7).on_enter && !cat.store(2).on_enter);
+        assert!(cat.store(2).on_exit && !cat.store(0).on_exit && !cat.store(9).on_exit);
     }
 
     #[test]
