@@ -572,7 +572,7 @@ mod tests {
 
     #[test]
     fn the_dense_store_table_answers_as_the_lists_it_was_built_from() {
-        // stores 0..3 have fences 0..3; 7 has campaigns but no fence; 9 is unknown
+        // stores 3, 0, 2 have fences 0, 1, 2; 7 has campaigns but no fence; 1 and 9 are unknown
         let dwell = [
             (2, 20, 60_000.0),
             (0, 21, 1.0),
