@@ -58,7 +58,7 @@ _RES_MASK = np.uint64(0xF) << _RES_SHIFT
 _RES_BITS = 0xF << 52  # _RES_MASK as a plain int
 
 IntArray = NDArray[np.int64]
-KERNEL_API = 3  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
+KERNEL_API = 4  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
 
 
 def load_kernel(environ: Mapping[str, str] | None = None) -> Any:
@@ -577,9 +577,30 @@ class FenceIndex:
         lat = np.asarray(lat, dtype=np.float64)
         lng = np.asarray(lng, dtype=np.float64)
         acc = np.broadcast_to(np.asarray(accuracy_m, dtype=np.float64), lat.shape)
+        if self._kernel is not None:
+            return self._match_accuracy_compiled(lat, lng, acc)
         m = self.match(lat, lng)
         depth = -self.signed_distance_m(m.fence, lat[m.ping], lng[m.ping])
         return Matches(m.ping, m.fence, depth >= acc[m.ping])
+
+    def _match_accuracy_compiled(
+        self, lat: NDArray[np.float64], lng: NDArray[np.float64], acc: NDArray[np.float64]
+    ) -> Matches:
+        """``match_accuracy`` in one kernel pass: each pair's depth test is done as the pair is
+        found (circles mostly by their local plane, without trigonometry); the pairs the kernel
+        leaves undecided, and their depth, settled here as on the other path."""
+        lat, lng = np.ascontiguousarray(lat), np.ascontiguousarray(lng)
+        ping, fence, undecided, holds = self._kernel.match_accuracy(lat, lng, np.ascontiguousarray(acc))
+        und = np.flatnonzero(undecided)
+        if len(und):
+            keep = ~undecided
+            keep[und] = self.contains(fence[und], lat[ping[und]], lng[ping[und]])
+            ping, fence, holds = ping[keep], fence[keep], holds[keep]
+        left = np.flatnonzero(holds < 0)
+        if len(left):
+            depth = -self.signed_distance_m(fence[left], lat[ping[left]], lng[ping[left]])
+            holds[left] = depth >= acc[ping[left]]
+        return Matches(ping, fence, holds.view(np.bool_))
 
     def signed_distance_m(self, fence: ArrayLike, lat: ArrayLike, lng: ArrayLike) -> NDArray[np.float64]:
         """Metres from each point to its fence's boundary: negative inside, positive outside.

@@ -17,7 +17,7 @@ pub mod presence;
 pub mod state;
 
 use cell::Projector;
-use exact::Verdict;
+use exact::{Plane, Verdict};
 use numpy::{
     IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
@@ -26,7 +26,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 3;
+const API: u32 = 4;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -43,6 +43,7 @@ struct Kernel {
     lat: Vec<f64>,
     lng: Vec<f64>,
     radius: Vec<f64>,
+    planes: Vec<Plane>, // each fence's local plane at its centre (circles are screened by it)
     shifted: Vec<bool>,
     bounds: Vec<[f64; 4]>,
     ring_start: Vec<usize>,
@@ -119,6 +120,17 @@ type Pairs<'py> = (
     Bound<'py, PyArray1<bool>>,
 );
 
+/// (ping, fence, undecided, holds) arrays, as `match_accuracy` returns them.
+type Depths<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyArray1<i8>>,
+);
+
+/// What `Kernel::batch` finds: (ping, fence, undecided, holds) per pair.
+type Matched = (Vec<i64>, Vec<i64>, Vec<bool>, Vec<i8>);
+
 /// A ping on its way through a batch.
 #[derive(Clone, Copy)]
 struct Ping {
@@ -126,6 +138,7 @@ struct Ping {
     p: u32,
     lat: f64,
     lng: f64,
+    acc: f64, // NaN where the batch has no accuracies
 }
 
 fn parent_of(cell: u64, res: u8) -> u64 {
@@ -170,7 +183,8 @@ impl Kernel {
 
     fn verdict(&self, f: usize, lat: f64, lng: f64) -> Verdict {
         if self.circle[f] {
-            return exact::in_circle(self.lat[f], self.lng[f], self.radius[f], lat, lng);
+            let (lat0, lng0, radius) = (self.lat[f], self.lng[f], self.radius[f]);
+            return exact::in_circle_screened(&self.planes[f], lat0, lng0, radius, lat, lng);
         }
         let x = self.fence_x(f, lng);
         let [x0, y0, x1, y1] = self.bounds[f];
@@ -229,6 +243,26 @@ impl Kernel {
         sign * exact::boundary_distance_m(self.fence_x(f, lng), lat, origin, self.rings(f))
     }
 
+    /// Whether a point with accuracy `acc` metres is wholly inside fence `f` (`-signed >= acc`,
+    /// as `FenceIndex.match_accuracy` decides it); None where `signed` cannot say (a point
+    /// within ~0.1 mm of a polygon edge), for Python to settle.
+    fn holds(&self, f: usize, lat: f64, lng: f64, acc: f64) -> Option<bool> {
+        if self.circle[f] {
+            let (lat0, lng0, radius) = (self.lat[f], self.lng[f], self.radius[f]);
+            return Some(exact::circle_holds(
+                &self.planes[f],
+                lat0,
+                lng0,
+                radius,
+                lat,
+                lng,
+                acc,
+            ));
+        }
+        let signed = self.signed(f, lat, lng);
+        (!signed.is_nan()).then_some(-signed >= acc)
+    }
+
     /// One candidate entry: interior, or tested exactly; `keep(fence, undecided)` if not out.
     #[inline]
     fn test(
@@ -249,9 +283,11 @@ impl Kernel {
         }
     }
 
-    /// The batch match (see the module's doc): (ping, fence, undecided) in ping, fence order.
-    fn batch(&self, lat: &[f64], lng: &[f64]) -> (Vec<i64>, Vec<i64>, Vec<bool>) {
-        let empty = (Vec::new(), Vec::new(), Vec::new());
+    /// The batch match (see the module's doc): (ping, fence, undecided) in ping, fence order;
+    /// with accuracies, also each pair's [`Kernel::holds`] as 1 (wholly inside), 0 (not) or
+    /// -1 (undecided: for Python), worked out as the pair is found.
+    fn batch(&self, lat: &[f64], lng: &[f64], acc: Option<&[f64]>) -> Matched {
+        let empty = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if self.levels.is_empty() {
             return empty;
         }
@@ -271,11 +307,13 @@ impl Kernel {
                 p: near[k] as u32,
                 lat: near_lat[k],
                 lng: near_lng[k],
+                acc: acc.map_or(f64::NAN, |a| a[near[k]]),
             })
             .collect();
         drop((near, near_lat, near_lng, cells));
-        // (ping, fence, undecided), in any order
-        let mut pairs: Vec<(u32, u32, bool)> = Vec::new();
+        // (ping, fence, undecided, holds), in any order
+        let mut pairs: Vec<(u32, u32, bool, i8)> = Vec::new();
+        let with_acc = acc.is_some();
         // runs of at most 2^free pings: within a run a plain integer sort orders (cell, ping)
         for run in pings.chunks(1usize << free.min(24)) {
             let mut keys: Vec<u64> = run
@@ -301,7 +339,17 @@ impl Kernel {
                     }
                     if cells[cur] == key {
                         for entry in lv.entries_of(cur) {
-                            self.test(entry, q.lat, q.lng, |f, u| pairs.push((q.p, f, u)));
+                            self.test(entry, q.lat, q.lng, |f, u| {
+                                let holds = if !with_acc {
+                                    0
+                                } else if u {
+                                    -1 // settled in Python first
+                                } else {
+                                    self.holds(f as usize, q.lat, q.lng, q.acc)
+                                        .map_or(-1, i8::from)
+                                };
+                                pairs.push((q.p, f, u, holds))
+                            });
                         }
                     }
                 }
@@ -309,36 +357,40 @@ impl Kernel {
         }
         // ping, then fence order: counting sort by ping, then each ping's few fences sorted
         let mut start = vec![0u32; lat.len() + 1];
-        for &(p, _, _) in &pairs {
+        for &(p, _, _, _) in &pairs {
             start[p as usize + 1] += 1;
         }
         for i in 1..start.len() {
             start[i] += start[i - 1];
         }
         let mut fill = start.clone();
-        let mut sorted = vec![(0u32, false); pairs.len()];
-        for &(p, f, u) in &pairs {
+        let mut sorted = vec![(0u32, false, 0i8); pairs.len()];
+        for &(p, f, u, h) in &pairs {
             let at = &mut fill[p as usize];
-            sorted[*at as usize] = (f, u);
+            sorted[*at as usize] = (f, u, h);
             *at += 1;
         }
-        let (mut ping, mut fence, mut undecided) = (
+        let (mut ping, mut fence, mut undecided, mut holds) = (
             Vec::with_capacity(pairs.len()),
             Vec::with_capacity(pairs.len()),
             Vec::with_capacity(pairs.len()),
+            Vec::with_capacity(if with_acc { pairs.len() } else { 0 }),
         );
         for p in 0..lat.len() {
             let (s, e) = (start[p] as usize, start[p + 1] as usize);
             if e - s > 1 {
-                sorted[s..e].sort_unstable();
+                sorted[s..e].sort_unstable_by_key(|&(f, _, _)| f);
             }
-            for &(f, u) in &sorted[s..e] {
+            for &(f, u, h) in &sorted[s..e] {
                 ping.push(p as i64);
                 fence.push(i64::from(f));
                 undecided.push(u);
+                if with_acc {
+                    holds.push(h);
+                }
             }
         }
-        (ping, fence, undecided)
+        (ping, fence, undecided, holds)
     }
 }
 
@@ -426,6 +478,7 @@ impl Kernel {
             lat: to_vec(&lat, "lat")?,
             lng: to_vec(&lng, "lng")?,
             radius: to_vec(&radius, "radius")?,
+            planes: lat.as_slice()?.iter().map(|&y| Plane::at(y)).collect(),
             shifted: to_vec(&shifted, "shifted")?,
             bounds: b
                 .rows()
@@ -466,11 +519,35 @@ impl Kernel {
         if lat.len() != lng.len() {
             return Err(PyValueError::new_err("lat and lng differ in length"));
         }
-        let (ping, fence, undecided) = py.allow_threads(|| self.batch(lat, lng));
+        let (ping, fence, undecided, _) = py.allow_threads(|| self.batch(lat, lng, None));
         Ok((
             ping.into_pyarray(py),
             fence.into_pyarray(py),
             undecided.into_pyarray(py),
+        ))
+    }
+
+    /// `match_batch` with each point's accuracy (metres): also, per pair, whether the
+    /// accuracy circle lies wholly inside the fence: 1, 0, or -1 where Python must settle it
+    /// (an undecided pair, or a point within ~0.1 mm of a polygon edge). Worked out while
+    /// the pair is found (circles mostly by their plane), not in a second pass. Frees the GIL.
+    fn match_accuracy<'py>(
+        &self,
+        py: Python<'py>,
+        lat: PyReadonlyArray1<'py, f64>,
+        lng: PyReadonlyArray1<'py, f64>,
+        acc: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Depths<'py>> {
+        let (lat, lng, acc) = (lat.as_slice()?, lng.as_slice()?, acc.as_slice()?);
+        if lat.len() != lng.len() || lat.len() != acc.len() {
+            return Err(PyValueError::new_err("lat, lng and acc differ in length"));
+        }
+        let (ping, fence, undecided, holds) = py.allow_threads(|| self.batch(lat, lng, Some(acc)));
+        Ok((
+            ping.into_pyarray(py),
+            fence.into_pyarray(py),
+            undecided.into_pyarray(py),
+            holds.into_pyarray(py),
         ))
     }
 
@@ -515,7 +592,7 @@ impl Kernel {
     /// polygon rings (the level tables are the index's numpy arrays, counted there).
     fn nbytes(&self) -> usize {
         self.grid.len()
-            + self.circle.len() * (1 + 8 * 3 + 1 + 32 + 8)
+            + self.circle.len() * (1 + 8 * 3 + 16 + 1 + 32 + 8)
             + self.vert_start.len() * 8
             + self.xy.len() * 16
     }

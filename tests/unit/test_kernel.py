@@ -143,3 +143,48 @@ def test_signed_distances_are_the_numpy_paths() -> None:
     assert ((want[:2_000] < 0) & (want[:2_000] > -100)).any(), "some points between hole and outline"
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-6)
     assert np.array_equal(np.sign(got), np.sign(want))
+
+
+@needs_kernel
+@pytest.mark.parametrize("mix", ["city", "country"])
+def test_accuracy_matches_are_the_numpy_paths(mix: str) -> None:
+    """The kernel's one-pass depth test (circles mostly by their local plane) says what the
+    numpy path says, pair for pair: accuracies of 0, a few metres, the fence's own size, and
+    none (NaN); points near edges included (the benchmark's pings cluster around fences)."""
+    rng = np.random.default_rng(11)
+    fences = make_fences(3_000, REGIONS[mix], rng)
+    lat, lng = make_pings(60_000, fences, REGIONS[mix], rng)
+    acc = rng.choice([0.0, 5.0, 20.0, 65.0, 150.0, 400.0, np.nan], len(lat))
+    pure = FenceIndex(fences, kernel=False)
+    compiled = FenceIndex(fences, kernel=True)
+    want, got = pure.match_accuracy(lat, lng, acc), compiled.match_accuracy(lat, lng, acc)
+    assert want.certain is not None and got.certain is not None
+    assert np.array_equal(want.ping, got.ping) and np.array_equal(want.fence, got.fence)
+    assert np.array_equal(want.certain, got.certain)
+    assert 1_000 < int(want.certain.sum()) < len(want) - 1_000, "both answers well represented"
+
+
+@needs_kernel
+def test_accuracy_at_a_circles_edge_and_across_the_antimeridian() -> None:
+    """Points walked outward across circles' edges, one centimetre at a time around the
+    answer's edge (radius - accuracy), at 35° and 79° and astride 180°: same answers as numpy."""
+    from geofences.catalog import GeofenceSpec
+    from geofences.shapes import fence_from_spec
+
+    centres = [(35.66, 139.70, 120.0), (79.0, 12.0, 300.0), (-16.5, 179.9995, 80.0)]
+    fences = [
+        fence_from_spec(f"c{i}", GeofenceSpec(circle={"lat": la, "lng": ln, "radius_m": r}))
+        for i, (la, ln, r) in enumerate(centres)
+    ]
+    pure, compiled = FenceIndex(fences, kernel=False), FenceIndex(fences, kernel=True)
+    for la, ln, r in centres:
+        acc = 30.0
+        metres = np.concatenate([np.linspace(0, r * 1.2, 400), r - acc + np.arange(-200, 200) * 0.01])
+        for bearing in (0.0, 0.7, 1.9):
+            lat = la + metres * np.cos(bearing) / 111_000.0
+            lng = (ln + metres * np.sin(bearing) / (111_000.0 * np.cos(np.radians(la))) + 180.0) % 360.0 - 180.0
+            a = np.full(len(lat), acc)
+            want, got = pure.match_accuracy(lat, lng, a), compiled.match_accuracy(lat, lng, a)
+            assert want.certain is not None and got.certain is not None
+            assert np.array_equal(want.ping, got.ping) and np.array_equal(want.certain, got.certain)
+            assert want.certain.any() and not want.certain.all()
