@@ -20,7 +20,8 @@ import numpy as np
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
-from decisions.records import Decision, Device, Notification, Outcome, Transition
+from decisions.decision_row import DecisionRow
+from decisions.records import Device, Notification, Outcome, Transition
 from decisions.schedule import blocked_at, closes_at, local_time, store_tz
 from decisions.state import DeviceState
 from geofences.catalog import Campaign, Caps, Store
@@ -79,12 +80,12 @@ class Found:
 class Candidate:
     """A notify decision waiting for the campaign's budget (the campaign-keyed step)."""
 
-    decision: Decision
+    decision: DecisionRow
     notification: Notification
     budget: int | None
 
 
-Decided = tuple[list[Decision], list[Candidate], list[tuple[Ping, str]]]  # one partition's batch
+Decided = tuple[list[DecisionRow], list[Candidate], list[tuple[Ping, str]]]  # one partition's batch
 
 
 def notification_id(device_id: str, campaign_id: str, store_id: str, visit_ms: int) -> str:
@@ -273,7 +274,7 @@ class Engine:
         self, pings: Sequence[Ping | PresenceCheck], states: StateStore, devices: DeviceBook, partition: int,
         seen: Sequence[Inside],
     ) -> Decided:  # fmt: skip
-        decisions: list[Decision] = []
+        decisions: list[DecisionRow] = []
         candidates: list[Candidate] = []
         gated: list[tuple[Ping, str]] = []
         states = _Loaded(states)
@@ -331,7 +332,7 @@ class Engine:
             ping = pings[k]
             assert isinstance(ping, Ping)  # presence checks pass every gate
             gated.append((ping, names[gates[k]]))
-        decisions: list[Decision] = []
+        decisions: list[DecisionRow] = []
         candidates: list[Candidate] = []
         sent: dict[str, list[tuple[int, str, str]]] = {}
         looked: dict[int, Device | None] = {}
@@ -359,7 +360,7 @@ class Engine:
 
     def _check_presence(
         self, check: PresenceCheck, states: StateStore, devices: DeviceBook,
-        decisions: list[Decision], candidates: list[Candidate],
+        decisions: list[DecisionRow], candidates: list[Candidate],
     ) -> None:  # fmt: skip
         """End the visits a silent device has not confirmed for the presence timeout."""
         state = states.get(check.device_id)
@@ -455,7 +456,7 @@ class Engine:
         result: Step,
         inside: Inside,
         devices: DeviceBook,
-        decisions: list[Decision],
+        decisions: list[DecisionRow],
         candidates: list[Candidate],
     ) -> None:
         device: Device | None = None
@@ -488,7 +489,7 @@ class Engine:
                         ping, state.sent, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates
                     )
 
-    def _enter_suppressed(self, ping: Ping | PresenceCheck, store_id: str, why: str, decisions: list[Decision]) -> None:
+    def _enter_suppressed(self, ping: Ping | PresenceCheck, store_id: str, why: str, decisions: list[DecisionRow]) -> None:
         """Each enter campaign of a store the ping could not enter, suppressed for ``why``."""
         for c in self.by_trigger.get((store_id, "enter"), []):
             decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))
@@ -496,12 +497,10 @@ class Engine:
     def _decision(
         self, ping: Ping | PresenceCheck, store_id: str, campaign_id: str | None, transition: Transition,
         outcome: Outcome, reason: str, nid: str | None,
-    ) -> Decision:  # fmt: skip
-        return Decision(
-            device_id=ping.device_id, ts=self._utc_time(ping.ts_ms), store_id=store_id, campaign_id=campaign_id,
-            transition=transition, outcome=outcome, reason=reason, notification_id=nid,
-            catalog_version=self.catalog.version,
-        )  # fmt: skip
+    ) -> DecisionRow:  # fmt: skip
+        return DecisionRow(
+            ping.device_id, ping.ts_ms, store_id, campaign_id, transition, outcome, reason, nid, self.catalog.version
+        )
 
     def _utc_time(self, ts_ms: int) -> datetime:
         """``utc(ts_ms)``, remembered for the last ping (its decisions come one after another)."""
@@ -542,7 +541,7 @@ class Engine:
     def _campaign(
         self, ping: Ping | PresenceCheck, sent: list[tuple[int, str, str]], store_id: str, visit_ms: int, c: Campaign,
         transition: Transition, device: Device | None,
-        decisions: list[Decision], candidates: list[Candidate],
+        decisions: list[DecisionRow], candidates: list[Candidate],
     ) -> None:  # fmt: skip
         store = self.stores[store_id]
         reason = None
@@ -603,9 +602,8 @@ class Engine:
         return found
 
 
-def apply_budget(candidate: Candidate, used: int) -> tuple[Decision, bool]:
+def apply_budget(candidate: Candidate, used: int) -> tuple[DecisionRow, bool]:
     """The campaign-keyed step: (final decision, whether it spends one unit of budget)."""
     if candidate.budget is not None and used >= candidate.budget:
-        d = candidate.decision.model_copy(update={"outcome": "suppressed", "reason": "budget", "notification_id": None})
-        return d, False
+        return candidate.decision.suppressed("budget"), False
     return candidate.decision, True

@@ -94,7 +94,7 @@ class Decision(Record):
     device_id: str
     ts: UtcDatetime
     store_id: str
-    campaign_id: str | None
+    campaign_id: str | None = None
     transition: Transition
     outcome: Outcome
     reason: str

@@ -15,7 +15,8 @@ from typing import IO
 
 from decisions.engine import Engine, apply_budget
 from decisions.pings import Ping, PingRejected, parse_ping
-from decisions.records import Decision, Device
+from decisions.decision_row import DecisionRow
+from decisions.records import Device
 from decisions.state import DeviceState
 
 BATCH = 20_000
@@ -34,7 +35,7 @@ class Summary:
     notified: Counter[str] = field(default_factory=Counter)
     suppressed: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
-    def add(self, d: Decision) -> None:
+    def add(self, d: DecisionRow) -> None:
         key = d.campaign_id or "-"
         if d.outcome == "notify":
             self.notified[key] += 1

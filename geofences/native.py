@@ -29,6 +29,7 @@ MODULES = (
     "decisions.state",
     "decisions.caps",
     "decisions.schedule",
+    "decisions.decision_row",
     "decisions.engine",
     "geofences.geodesy",
 )

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from decisions.engine import Candidate, apply_budget
-from decisions.records import Decision
+from decisions.decision_row import DecisionRow
 from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group
@@ -84,7 +84,7 @@ class BudgetLoop:
         s, producer = self.settings, self.producer
         outputs: list[tuple[int, Candidate, bytes | None]] = []  # (partition, decision, notification id if sent)
         spent: dict[int, set[str]] = {}
-        final: list[Decision] = []  # decided here (a duplicate's decision was counted the first time)
+        final: list[DecisionRow] = []  # decided here (a duplicate's decision was counted the first time)
         for tp, msgs in records.items():
             p = tp.partition
             used = self.used[p]

@@ -27,6 +27,7 @@ import orjson
 
 from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
+from decisions.decision_row import DecisionRow
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.index import load_kernel
@@ -529,24 +530,24 @@ class DecideLoop:
 
 
 def observe_decisions(
-    metrics: Metrics, found: Sequence[Decision], transitions: bool = True
+    metrics: Metrics, found: Sequence[DecisionRow], transitions: bool = True
 ) -> Counter[tuple[str, str]]:
     """Decisions by outcome and reason, their latency from ping time, and distinct transitions;
     returns the count of every (outcome, reason), notify candidates included.
 
     Notify candidates are counted once, by the budget step that makes them final. Counters are
     incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
-    now = datetime.now(UTC)
+    now_ms = time.time() * 1000.0
     by_label: Counter[tuple[str, str]] = Counter()
     moved = set()
     latencies: list[float] = []
     for d in found:
         by_label[d.outcome, d.reason] += 1
         if transitions:
-            moved.add((d.device_id, d.ts, d.store_id, d.transition))
+            moved.add((d.device_id, d.ts_ms, d.store_id, d.transition))
             if d.outcome == "notify":
                 continue
-        latencies.append(max(0.0, (now - d.ts).total_seconds()))
+        latencies.append(max(0.0, (now_ms - d.ts_ms) / 1000.0))
     observe_many(metrics.decision_latency, latencies)
     for (outcome, reason), n in by_label.items():
         if not (transitions and outcome == "notify"):
@@ -565,9 +566,8 @@ def candidate_bytes(c: Candidate) -> bytes:
 
 def candidate_loads(raw: bytes) -> Candidate:
     obj = orjson.loads(raw)
-    return Candidate(
-        Decision.model_validate(obj["decision"]), Notification.model_validate(obj["notification"]), obj["budget"]
-    )
+    decision = DecisionRow.of(Decision.model_validate(obj["decision"]))
+    return Candidate(decision, Notification.model_validate(obj["notification"]), obj["budget"])
 
 
 EXPIRE_EVERY_S = 900.0

@@ -33,15 +33,14 @@ def test_decision_metrics_count_each_decision_once_and_each_transition_once() ->
     counts those, once final); a transition with several campaigns counts once."""
     from datetime import UTC, datetime, timedelta
 
-    from decisions.records import Decision
+    from decisions.decision_row import DecisionRow
     from streams.agents.decide import observe_decisions
     from streams.metrics import Metrics
 
-    ts = datetime.now(UTC) - timedelta(seconds=0.3)
+    ts_ms = int((datetime.now(UTC) - timedelta(seconds=0.3)).timestamp() * 1000)
 
-    def decision(campaign: str, outcome: str, reason: str, device: str = "d1") -> Decision:
-        return Decision(device_id=device, ts=ts, store_id="s1", campaign_id=campaign, transition="enter",
-                        outcome=outcome, reason=reason, catalog_version="v")  # type: ignore[arg-type]  # fmt: skip
+    def decision(campaign: str, outcome: str, reason: str, device: str = "d1") -> DecisionRow:
+        return DecisionRow(device, ts_ms, "s1", campaign, "enter", outcome, reason, None, "v")  # type: ignore[arg-type]
 
     m = Metrics()
     found = [decision("c1", "notify", "ok"), decision("c2", "suppressed", "quiet_hours"),
