@@ -61,7 +61,12 @@ class DecisionRow:
 
     def dumps(self) -> bytes:
         """The record's bytes: what ``self.record().dumps()`` writes (tested to the byte)."""
-        out: dict[str, Any] = {"v": 1, "device_id": self.device_id, "ts": iso_utc(self.ts_ms), "store_id": self.store_id}
+        out: dict[str, Any] = {
+            "v": 1,
+            "device_id": self.device_id,
+            "ts": iso_utc(self.ts_ms),
+            "store_id": self.store_id,
+        }
         if self.campaign_id is not None:
             out["campaign_id"] = self.campaign_id
         out["transition"] = self.transition

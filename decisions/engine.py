@@ -18,9 +18,9 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
+from decisions.decision_row import DecisionRow
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
-from decisions.decision_row import DecisionRow
 from decisions.records import Device, Notification, Outcome, Transition
 from decisions.schedule import blocked_at, closes_at, local_time, store_tz
 from decisions.state import DeviceState
@@ -489,7 +489,9 @@ class Engine:
                         ping, state.sent, store_id, visit.entered_ms, c, "dwell", dev(), decisions, candidates
                     )
 
-    def _enter_suppressed(self, ping: Ping | PresenceCheck, store_id: str, why: str, decisions: list[DecisionRow]) -> None:
+    def _enter_suppressed(
+        self, ping: Ping | PresenceCheck, store_id: str, why: str, decisions: list[DecisionRow]
+    ) -> None:
         """Each enter campaign of a store the ping could not enter, suppressed for ``why``."""
         for c in self.by_trigger.get((store_id, "enter"), []):
             decisions.append(self._decision(ping, store_id, c.id, "enter", "suppressed", why, None))

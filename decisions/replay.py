@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from decisions.decision_row import DecisionRow
 from decisions.engine import Engine, apply_budget
 from decisions.pings import Ping, PingRejected, parse_ping
-from decisions.decision_row import DecisionRow
 from decisions.records import Device
 from decisions.state import DeviceState
 

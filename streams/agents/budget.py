@@ -21,8 +21,8 @@ from typing import Any
 
 import faust
 
-from decisions.engine import Candidate, apply_budget
 from decisions.decision_row import DecisionRow
+from decisions.engine import Candidate, apply_budget
 from streams.agents.decide import candidate_loads, observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group

@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
+from decisions.decision_row import DecisionRow
 from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
-from decisions.decision_row import DecisionRow
 from decisions.records import DeadLetter, Decision, Device, Notification
 from decisions.state import DeviceState
 from geofences.index import load_kernel
