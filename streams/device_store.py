@@ -9,7 +9,7 @@ compacted ``devices`` topic kept the same way, with the ``devices`` offset they 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class PartitionStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.db: Any = self._open()
+        # told the ids of device records written (None: all may have changed), so what was
+        # decoded from them is dropped then, not checked against the store at every read
+        self.device_watchers: list[Callable[[list[str] | None], None]] = []
 
     def _open(self) -> Any:
         if self.path is None:
@@ -70,7 +73,10 @@ class PartitionStore:
 
     def write_devices(self, changes: Iterable[tuple[str, bytes | None]], devices_next: int) -> None:
         """Apply device records (None deletes) read from ``devices`` up to ``devices_next``, atomically."""
-        self._write(((DEVICE + k.encode(), v) for k, v in changes), DEVICES_NEXT, devices_next)
+        rows = list(changes)
+        self._write(((DEVICE + k.encode(), v) for k, v in rows), DEVICES_NEXT, devices_next)
+        for watcher in self.device_watchers:
+            watcher([k for k, _ in rows])
 
     def reset(self) -> None:
         """Forget everything (the changelog was recreated or truncated below our offset)."""
@@ -78,6 +84,8 @@ class PartitionStore:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
         self.db = self._open()
+        for watcher in self.device_watchers:
+            watcher(None)
 
     def close(self) -> None:
         if self.path is not None and self.db is not None:

@@ -152,24 +152,33 @@ def state_view(store: PartitionStore, kernel: Any, keep: int = 0) -> StoreStates
 
 
 class StoreDevices:
-    """The engine's view of one partition's device records. Decoded records are kept (up to
-    ``keep``) beside the bytes they came from: a record is decoded again only when the store's
-    bytes changed, so a dwelling device's enter, dwell and exit checks decode it once."""
+    """The engine's view of one partition's device records. What was read is kept decoded (up
+    to ``keep`` devices, unknown ones too) until the store says the record was written again
+    (``PartitionStore.device_watchers``): a dwelling device's checks read the store once, not
+    once per decision (a RocksDB read and a bytes comparison were ~3 µs a decision)."""
 
     def __init__(self, store: PartitionStore, keep: int = 10_000) -> None:
         self.store = store
         self.keep = keep
-        self.decoded: dict[str, tuple[bytes, Device]] = {}
+        self.decoded: dict[str, Device | None] = {}
+        store.device_watchers.append(self.forget)
 
     def get(self, device_id: str) -> Device | None:
+        try:
+            return self.decoded[device_id]
+        except KeyError:
+            pass
         raw = self.store.device(device_id)
-        if raw is None:
-            return None
-        hit = self.decoded.get(device_id)
-        if hit is not None and hit[0] == raw:
-            return hit[1]
-        device = Device.loads(raw)
+        device = Device.loads(raw) if raw is not None else None
         if len(self.decoded) >= self.keep:
             self.decoded.clear()
-        self.decoded[device_id] = (raw, device)
+        self.decoded[device_id] = device
         return device
+
+    def forget(self, device_ids: list[str] | None) -> None:
+        """Drop what was decoded of these devices (None: of all)."""
+        if device_ids is None:
+            self.decoded.clear()
+            return
+        for device_id in device_ids:
+            self.decoded.pop(device_id, None)

@@ -154,8 +154,11 @@ def _device(token: str) -> bytes:
     )
 
 
-def test_device_view_decodes_a_record_again_only_when_its_bytes_change(store: PartitionStore) -> None:
+def test_device_view_reads_a_record_again_only_once_it_is_written_again(store: PartitionStore) -> None:
     book = StoreDevices(store, keep=2)
+    assert book.get("d1") is None  # unknown, and remembered as such ...
+    store.db[b"d" + b"d1"] = _device("t0")  # (a write behind the store's back is not seen)
+    assert book.get("d1") is None
     store.write_devices([("d1", _device("t1"))], 1)
     first = book.get("d1")
     assert first is not None and first.token == "t1"
@@ -170,3 +173,14 @@ def test_device_view_decodes_a_record_again_only_when_its_bytes_change(store: Pa
         got = book.get(f"x{i}")
         assert got is not None and got.device_id == f"x{i}"
     assert len(book.decoded) <= 2
+
+
+def test_device_view_starts_over_when_the_store_is_reset(store: PartitionStore) -> None:
+    book = StoreDevices(store)
+    store.write_devices([("d1", _device("t1"))], 1)
+    assert book.get("d1") is not None
+    store.reset()  # the changelog was recreated: nothing read before holds
+    assert book.get("d1") is None
+    store.write_devices([("d1", _device("t2"))], 1)
+    got = book.get("d1")
+    assert got is not None and got.token == "t2"
