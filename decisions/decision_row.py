@@ -10,7 +10,7 @@ topic is validated by it, and :meth:`DecisionRow.record` builds it where one is 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -18,13 +18,31 @@ if TYPE_CHECKING:
     from decisions.records import Decision, Outcome, Transition
 
 
+_TWO: Final = [f"{i:02d}" for i in range(100)]
+_FRACTION: Final = [""] + [f".{i:03d}000" for i in range(1, 1000)]  # milliseconds as the records write them
+_DAYS_KEPT: Final = 4096
+_dates: Final[dict[int, str]] = {}  # days since the epoch -> "YYYY-MM-DDT" (pings come from a few days)
+
+
 def iso_utc(ts_ms: int) -> str:
     """Epoch milliseconds as the records write a UTC time: ``2026-11-15T10:00:00.250000Z``
-    (no fraction on a whole second), by integer arithmetic (Hinnant's days-to-civil)."""
-    secs, ms = divmod(ts_ms, 1000)
-    days, rem = divmod(secs, 86400)
-    hh, rem = divmod(rem, 3600)
-    mm, ss = divmod(rem, 60)
+    (no fraction on a whole second). The date is worked out once per day (Hinnant's
+    days-to-civil, integers only), the time of day from tables: no formatting per call."""
+    secs = ts_ms // 1000
+    days = secs // 86400
+    date = _dates.get(days)
+    if date is None:
+        date = _date(days)
+        if len(_dates) >= _DAYS_KEPT:
+            _dates.clear()
+        _dates[days] = date
+    rem = secs - days * 86400
+    hh, mm, ss, frac = _TWO[rem // 3600], _TWO[rem // 60 % 60], _TWO[rem % 60], _FRACTION[ts_ms - secs * 1000]
+    return f"{date}{hh}:{mm}:{ss}{frac}Z"
+
+
+def _date(days: int) -> str:
+    """``YYYY-MM-DDT`` of a day counted from 1970-01-01."""
     z = days + 719468
     era = (z if z >= 0 else z - 146096) // 146097
     doe = z - era * 146097
@@ -34,8 +52,7 @@ def iso_utc(ts_ms: int) -> str:
     day = doy - (153 * mp + 2) // 5 + 1
     month = mp + 3 if mp < 10 else mp - 9
     year = yoe + era * 400 + (1 if month <= 2 else 0)
-    frac = f".{ms:03d}000" if ms else ""
-    return f"{year:04d}-{month:02d}-{day:02d}T{hh:02d}:{mm:02d}:{ss:02d}{frac}Z"
+    return f"{year:04d}-{month:02d}-{day:02d}T"
 
 
 class DecisionRow:
