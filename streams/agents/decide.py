@@ -538,16 +538,13 @@ def observe_decisions(
     Notify candidates are counted once, by the budget step that makes them final. Counters are
     incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
     now_ms = time.time() * 1000.0
-    by_label: Counter[tuple[str, str]] = Counter()
-    moved = set()
-    latencies: list[float] = []
-    for d in found:
-        by_label[d.outcome, d.reason] += 1
-        if transitions:
-            moved.add((d.device_id, d.ts_ms, d.store_id, d.transition))
-            if d.outcome == "notify":
-                continue
-        latencies.append(max(0.0, (now_ms - d.ts_ms) / 1000.0))
+    by_label: Counter[tuple[str, str]] = Counter([(d.outcome, d.reason) for d in found])  # counted in C
+    if transitions:
+        moved = {(d.device_id, d.ts_ms, d.store_id, d.transition) for d in found}
+        latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in found if d.outcome != "notify"]
+    else:
+        moved = set()
+        latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in found]
     observe_many(metrics.decision_latency, latencies)
     for (outcome, reason), n in by_label.items():
         if not (transitions and outcome == "notify"):
