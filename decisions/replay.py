@@ -104,7 +104,7 @@ def replay(
             if spend:
                 used[cand.decision.campaign_id or ""] += 1
             finals.append(d)
-        finals.sort(key=lambda d: (d.ts, d.device_id))
+        finals.sort(key=lambda d: (d.ts_ms, d.device_id))
         for d in finals:
             summary.add(d)
             if out is not None:
