@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +52,9 @@ BUDGET_DRAIN_S = 120.0  # at most this long for the budget step to catch up once
 PROBE_EVERY = 50
 
 
-def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
-    """The example catalog plus synthetic cafés (circles 50–300 m, some octagons) over greater Tokyo."""
+def scaled_catalog(fences: int, out: Path, seed: int = 7, tags: Sequence[str] = ("cafe", "tokyo")) -> Path:
+    """The example catalog plus synthetic cafés (circles 50–300 m, some octagons) over greater Tokyo;
+    ``tags``: the synthetic stores' (without "cafe" the example's café campaigns skip them)."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("defaults.yaml", "campaigns.yaml"):
         shutil.copy(REPO / "config" / "catalog" / name, out / name)
@@ -69,7 +71,7 @@ def scaled_catalog(fences: int, out: Path, seed: int = 7) -> Path:
             ring = [[round(lat + r * __import__("math").sin(k * 0.785), 6),
                      round(lng + 1.2 * r * __import__("math").cos(k * 0.785), 6)] for k in range(8)]  # fmt: skip
             fence = {"polygon": ring}
-        stores.append({"id": f"syn-{i:06d}", "name": f"Cafe {i}", "tags": ["cafe", "tokyo"], "geofence": fence})
+        stores.append({"id": f"syn-{i:06d}", "name": f"Cafe {i}", "tags": list(tags), "geofence": fence})
     (out / "stores.yaml").write_text(yaml.safe_dump({"stores": stores}, allow_unicode=True, sort_keys=False))
     return out
 
