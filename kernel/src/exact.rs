@@ -93,51 +93,62 @@ impl Plane {
     }
 }
 
-/// [`in_circle`], screened by the circle's plane: the same verdict, trigonometry only for
-/// points within [`SCREEN_ERROR`] of the circle's edge.
-#[inline]
-pub fn in_circle_screened(
-    plane: &Plane,
-    lat0: f64,
-    lng0: f64,
-    radius: f64,
-    lat: f64,
-    lng: f64,
-) -> Verdict {
-    if let Some((lo, hi)) = plane.bounds(lat0, lng0, lat, lng) {
-        let band = MODEL_ERROR * radius + 0.01;
-        if hi < radius - band {
-            return Verdict::In;
-        }
-        if lo > radius + band {
-            return Verdict::Out;
-        }
-    }
-    in_circle(lat0, lng0, radius, lat, lng)
+/// A circle fence with its plane, as the exact tests read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Circle {
+    pub lat: f64,
+    pub lng: f64,
+    pub radius: f64,
+    pub plane: Plane,
 }
 
-/// Whether a point's accuracy circle (`acc` metres) lies wholly inside the circle fence:
-/// `radius - distance_m(..) >= acc`, as `FenceIndex.match_accuracy` computes it (false for a
-/// NaN `acc`), with the plane deciding where it can.
-#[inline]
-pub fn circle_holds(
-    plane: &Plane,
-    lat0: f64,
-    lng0: f64,
-    radius: f64,
-    lat: f64,
-    lng: f64,
-    acc: f64,
-) -> bool {
-    if let Some((lo, hi)) = plane.bounds(lat0, lng0, lat, lng) {
-        if radius - hi > acc + 1e-6 {
-            return true;
-        }
-        if radius - lo < acc - 1e-6 {
-            return false;
+impl Circle {
+    pub fn new(lat: f64, lng: f64, radius: f64) -> Self {
+        Circle {
+            lat,
+            lng,
+            radius,
+            plane: Plane::at(lat),
         }
     }
-    -(distance_m(lat0, lng0, lat, lng) - radius) >= acc
+
+    /// Bounds of [`distance_m`] from the centre to (lat, lng), where the plane is trusted.
+    #[inline]
+    fn bounds(&self, lat: f64, lng: f64) -> Option<(f64, f64)> {
+        self.plane.bounds(self.lat, self.lng, lat, lng)
+    }
+
+    /// [`in_circle`], screened by the plane: the same verdict, trigonometry only for points
+    /// within [`SCREEN_ERROR`] of the edge.
+    #[inline]
+    pub fn verdict(&self, lat: f64, lng: f64) -> Verdict {
+        if let Some((lo, hi)) = self.bounds(lat, lng) {
+            let band = MODEL_ERROR * self.radius + 0.01;
+            if hi < self.radius - band {
+                return Verdict::In;
+            }
+            if lo > self.radius + band {
+                return Verdict::Out;
+            }
+        }
+        in_circle(self.lat, self.lng, self.radius, lat, lng)
+    }
+
+    /// Whether a point's accuracy circle (`acc` metres) lies wholly inside: `radius -
+    /// distance_m(..) >= acc`, as `FenceIndex.match_accuracy` computes it (false for a NaN
+    /// `acc`), the plane deciding where it can.
+    #[inline]
+    pub fn holds(&self, lat: f64, lng: f64, acc: f64) -> bool {
+        if let Some((lo, hi)) = self.bounds(lat, lng) {
+            if self.radius - hi > acc + 1e-6 {
+                return true;
+            }
+            if self.radius - lo < acc - 1e-6 {
+                return false;
+            }
+        }
+        -(distance_m(self.lat, self.lng, lat, lng) - self.radius) >= acc
+    }
 }
 
 /// Meridional and prime-vertical radii of curvature (metres) at `lat_deg` (geodesy.radii).
@@ -278,19 +289,20 @@ mod tests {
             let lng0 = rng.range(-180.0, 180.0);
             let radius = rng.range(10.0, 10_000.0);
             let plane = Plane::at(lat0);
+            let circle = Circle::new(lat0, lng0, radius);
             let reach = radius * rng.range(0.0, 2.0) / 111_000.0;
             let angle = rng.range(0.0, std::f64::consts::TAU);
             let lat = (lat0 + reach * angle.sin()).clamp(-90.0, 90.0);
             let lng = lng0 + reach * angle.cos() / lat0.to_radians().cos().max(0.05);
             let lng = (lng + 180.0).rem_euclid(360.0) - 180.0;
             assert_eq!(
-                in_circle_screened(&plane, lat0, lng0, radius, lat, lng),
+                circle.verdict(lat, lng),
                 in_circle(lat0, lng0, radius, lat, lng),
                 "{lat0} {lng0} r {radius} at {lat} {lng}"
             );
             let acc = [0.0, 5.0, 25.0, rng.range(0.0, radius), f64::NAN][n % 5];
             assert_eq!(
-                circle_holds(&plane, lat0, lng0, radius, lat, lng, acc),
+                circle.holds(lat, lng, acc),
                 -(distance_m(lat0, lng0, lat, lng) - radius) >= acc,
                 "{lat0} {lng0} r {radius} at {lat} {lng} acc {acc}"
             );

@@ -17,7 +17,7 @@ pub mod presence;
 pub mod state;
 
 use cell::Projector;
-use exact::{Plane, Verdict};
+use exact::{Circle, Verdict};
 use numpy::{
     IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
@@ -52,10 +52,7 @@ struct Kernel {
 #[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 struct Fence {
-    lat: f64,
-    lng: f64,
-    radius: f64,
-    plane: Plane, // the local plane at the centre (circles are screened by it)
+    shape: Circle, // a circle's centre, radius and plane; a polygon's representative point
     circle: bool,
     shifted: bool,
 }
@@ -187,7 +184,7 @@ impl Kernel {
     fn verdict(&self, f: usize, lat: f64, lng: f64) -> Verdict {
         let fc = &self.fences[f];
         if fc.circle {
-            return exact::in_circle_screened(&fc.plane, fc.lat, fc.lng, fc.radius, lat, lng);
+            return fc.shape.verdict(lat, lng);
         }
         let x = self.fence_x(f, lng);
         let [x0, y0, x1, y1] = self.bounds[f];
@@ -236,14 +233,14 @@ impl Kernel {
     fn signed(&self, f: usize, lat: f64, lng: f64) -> f64 {
         let fc = &self.fences[f];
         if fc.circle {
-            return exact::distance_m(fc.lat, fc.lng, lat, lng) - fc.radius;
+            return exact::distance_m(fc.shape.lat, fc.shape.lng, lat, lng) - fc.shape.radius;
         }
         let sign = match self.verdict(f, lat, lng) {
             Verdict::In => -1.0,
             Verdict::Out => 1.0,
             Verdict::Undecided => return f64::NAN,
         };
-        let origin = (self.fence_x(f, fc.lng), fc.lat);
+        let origin = (self.fence_x(f, fc.shape.lng), fc.shape.lat);
         sign * exact::boundary_distance_m(self.fence_x(f, lng), lat, origin, self.rings(f))
     }
 
@@ -253,10 +250,7 @@ impl Kernel {
     fn holds(&self, f: usize, lat: f64, lng: f64, acc: f64) -> Option<bool> {
         let fc = &self.fences[f];
         if fc.circle {
-            let (plane, lat0, lng0, radius) = (&fc.plane, fc.lat, fc.lng, fc.radius);
-            return Some(exact::circle_holds(
-                plane, lat0, lng0, radius, lat, lng, acc,
-            ));
+            return Some(fc.shape.holds(lat, lng, acc));
         }
         let signed = self.signed(f, lat, lng);
         (!signed.is_nan()).then_some(-signed >= acc)
@@ -481,10 +475,7 @@ impl Kernel {
             step,
             fences: (0..n)
                 .map(|f| Fence {
-                    lat: lat[f],
-                    lng: lng[f],
-                    radius: radius[f],
-                    plane: Plane::at(lat[f]),
+                    shape: Circle::new(lat[f], lng[f], radius[f]),
                     circle: circle[f],
                     shifted: shifted[f],
                 })
