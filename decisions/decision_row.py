@@ -9,7 +9,7 @@ topic is validated by it, and :meth:`DecisionRow.record` builds it where one is 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -108,7 +108,7 @@ class DecisionRow:
     @staticmethod
     def of(d: Decision) -> DecisionRow:
         """The row of a record read from a topic (its time is whole milliseconds: the engine's)."""
-        ts_ms = (d.ts - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
+        ts_ms = (d.ts - _EPOCH) // _MS
         return DecisionRow(
             d.device_id, ts_ms, d.store_id, d.campaign_id, d.transition, d.outcome, d.reason, d.notification_id,
             d.catalog_version,
@@ -137,4 +137,5 @@ class DecisionRow:
         return "DecisionRow(" + ", ".join(repr(x) for x in self.fields()) + ")"
 
 
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)

@@ -170,8 +170,7 @@ class Engine:
         self.caps: dict[str, Caps] = {c.id: effective_caps(c.caps, catalog.defaults) for c in catalog.campaigns}
         self.caps_ms: dict[str, CapsMs] = {cid: CapsMs(caps) for cid, caps in self.caps.items()}
         self.tz_of: dict[str, str] = {s.id: store_tz(s, catalog.defaults) for s in catalog.stores}
-        # the last ping time converted (a ping that triggers ten campaigns converts once)
-        self._utc: tuple[int, datetime] = (0, utc(0))
+        # the last ping's store-local time (a ping that triggers ten campaigns converts once)
         self._local: tuple[int, str, datetime] = (0, "", utc(0))
         self.texts: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # see _text
         self.schedules: dict[tuple[str, str, str, int], str] = {}  # see _blocked_at
@@ -504,14 +503,6 @@ class Engine:
             ping.device_id, ping.ts_ms, store_id, campaign_id, transition, outcome, reason, nid, self.catalog.version
         )
 
-    def _utc_time(self, ts_ms: int) -> datetime:
-        """``utc(ts_ms)``, remembered for the last ping (its decisions come one after another)."""
-        at, when = self._utc
-        if at != ts_ms:
-            when = utc(ts_ms)
-            self._utc = (ts_ms, when)
-        return when
-
     def _local_time(self, ts_ms: int, tz: str) -> datetime:
         """``local_time(ts_ms, tz)``, remembered for the last ping and zone."""
         at, zone, when = self._local
@@ -580,7 +571,7 @@ class Engine:
             expires = closing
         return Notification(
             notification_id=nid, device_id=ping.device_id, campaign_id=c.id, store_id=store.id,
-            ts=self._utc_time(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
+            ts=utc(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
             token=device.token, token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
         )  # fmt: skip
 

@@ -520,12 +520,23 @@ class FenceIndex:
     def _match_compiled(self, lat: NDArray[np.float64], lng: NDArray[np.float64]) -> Matches:
         """``match`` in the kernel; the pairs it leaves undecided settled by :meth:`contains`."""
         ping, fence, undecided = self._kernel.match_batch(lat, lng)
-        und = np.flatnonzero(undecided)
-        if len(und):
-            keep = ~undecided
-            keep[und] = self.contains(fence[und], lat[ping[und]], lng[ping[und]])
+        keep = self._settled(ping, fence, undecided, lat, lng)
+        if keep is not None:
             ping, fence = ping[keep], fence[keep]
         return Matches(ping, fence)
+
+    def _settled(
+        self, ping: IntArray, fence: IntArray, undecided: NDArray[np.bool_], lat: NDArray[np.float64],
+        lng: NDArray[np.float64],
+    ) -> NDArray[np.bool_] | None:  # fmt: skip
+        """Which of the kernel's pairs to keep once those it left undecided are settled by
+        :meth:`contains` (None: it decided them all, keep every one)."""
+        und = np.flatnonzero(undecided)
+        if not len(und):
+            return None
+        keep = ~undecided
+        keep[und] = self.contains(fence[und], lat[ping[und]], lng[ping[und]])
+        return keep
 
     def match_point(self, lat: float, lng: float) -> list[str]:
         """Store ids of the fences containing one point (convenience; use ``match`` for batches)."""
@@ -591,10 +602,8 @@ class FenceIndex:
         leaves undecided, and their depth, settled here as on the other path."""
         lat, lng = np.ascontiguousarray(lat), np.ascontiguousarray(lng)
         ping, fence, undecided, holds = self._kernel.match_accuracy(lat, lng, np.ascontiguousarray(acc))
-        und = np.flatnonzero(undecided)
-        if len(und):
-            keep = ~undecided
-            keep[und] = self.contains(fence[und], lat[ping[und]], lng[ping[und]])
+        keep = self._settled(ping, fence, undecided, lat, lng)
+        if keep is not None:
             ping, fence, holds = ping[keep], fence[keep], holds[keep]
         left = np.flatnonzero(holds < 0)
         if len(left):

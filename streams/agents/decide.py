@@ -539,12 +539,9 @@ def observe_decisions(
     incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
     now_ms = time.time() * 1000.0
     by_label: Counter[tuple[str, str]] = Counter([(d.outcome, d.reason) for d in found])  # counted in C
-    if transitions:
-        moved = {(d.device_id, d.ts_ms, d.store_id, d.transition) for d in found}
-        latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in found if d.outcome != "notify"]
-    else:
-        moved = set()
-        latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in found]
+    moved = {(d.device_id, d.ts_ms, d.store_id, d.transition) for d in found} if transitions else set()
+    final = [d for d in found if not (transitions and d.outcome == "notify")]  # a candidate waits for its budget
+    latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in final]
     observe_many(metrics.decision_latency, latencies)
     for (outcome, reason), n in by_label.items():
         if not (transitions and outcome == "notify"):
