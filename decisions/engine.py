@@ -34,9 +34,11 @@ TEXTS_KEPT = 100_000  # rendered offer texts kept per engine (campaign x store x
 SCHEDULES_KEPT = 100_000  # schedule answers kept per engine (see Engine._blocked_at)
 MINUTE_MS = 60_000
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
-# the presence book's gate codes and transition kinds (kernel/src/presence.rs: GATES, BLOCKED...)
+# the presence book's gate codes and triggers (kernel/src/presence.rs: GATES, EXIT, ENTER, DWELL)
 GATE_NAMES = ("", "duplicate", "out_of_order", "stale", "impossible_jump", "low_accuracy", "drive_by")
-BOOK_BLOCKED, BOOK_EXIT, BOOK_ENTER, BOOK_DWELL = 0, 1, 2, 3
+BOOK_TRIGGERS: tuple[Transition, ...] = ("enter", "exit", "enter", "dwell")  # by code (0 unused)
+# a device record as the book's campaign checks see it (kernel/src/campaigns.rs: NO_DEVICE...)
+NO_DEVICE, OPTED_OUT, REACHABLE, NO_TOKEN = 0, 1, 2, 3
 
 
 class StateStore(Protocol):
@@ -179,13 +181,31 @@ class Engine:
         self.campaign_of: dict[str, Campaign] = {c.id: c for c in catalog.campaigns}
         kernel = load_kernel()
         self.read_columns: Any = getattr(kernel, "columns", None)  # the batch's columns in one pass
-        r = rules
         self._presence_catalog: Any = None
-        self.book_config: tuple[Any, ...] = (  # the kernel's PresenceCatalog arguments
+        self.book_config = self._book_config()  # the kernel's PresenceCatalog arguments
+
+    def _book_config(self) -> tuple[Any, ...]:
+        """The presence book's catalog: fences' stores, campaigns' caps, the campaigns due at
+        each store by trigger with their schedule group (campaign, store hours, zone: what
+        :meth:`_blocked_at` keys its answers by), rules, state TTL and longest cap window."""
+        number = {c.id: i for i, c in enumerate(self.catalog.campaigns)}
+        codes = {"exit": 1, "enter": 2, "dwell": 3}
+        groups: dict[tuple[str, str, str], int] = {}
+        due = []
+        for (sid, trigger), cs in self.by_trigger.items():
+            for c in cs:
+                if trigger == "dwell" and c.dwell_seconds is None:
+                    continue
+                group = groups.setdefault(self._schedule_key(c, self.stores[sid]), len(groups))
+                dwell_ms = c.dwell_seconds * 1000 if c.dwell_seconds is not None else 0.0
+                due.append((codes[trigger], sid, number[c.id], group, float(dwell_ms)))
+        caps = [self.caps_ms[c.id] for c in self.catalog.campaigns]
+        r = self.rules
+        return (
             list(self.index.store_ids),
-            sorted({sid for sid, trigger in self.by_trigger if trigger == "enter"}),
-            sorted({sid for sid, trigger in self.by_trigger if trigger == "exit"}),
-            [(sid, cid, ms) for sid, due in self.dwells.items() for cid, ms in due],
+            [(c.id, m.cooldown_ms, m.campaign_ms, m.campaign_max, m.device_ms, m.device_max)
+             for c, m in zip(self.catalog.campaigns, caps, strict=True)],
+            due,
             (r.min_accuracy_m, r.exit_buffer_m, r.max_age_s, r.drive_by_mps, r.impossible_mps,
              r.min_speed_interval_s, r.presence_timeout_s),
             self.ttl_ms,
@@ -312,9 +332,10 @@ class Engine:
         self, pings: Sequence[Ping | PresenceCheck], states: BookStates, devices: DeviceBook, partition: int,
         found: Found,
     ) -> Decided:  # fmt: skip
-        """:meth:`decide` with gates and presence stepped by the native presence book, which
-        returns in ping order the transitions that may trigger a campaign; those are decided
-        here, by the same code as the Python path."""
+        """:meth:`decide` with gates, presence and campaign checks done by the native presence
+        book, which returns in ping order every campaign decision: suppressions (with their
+        reason) become rows here, notifications are rendered by the Python path's code. The
+        book asks this engine for device records and schedule answers (``schedule_answer``)."""
         ids = [p.device_id for p in pings]
         states.prepare(self, ids)
         book = states.book
@@ -322,6 +343,7 @@ class Engine:
         codes, events, stream_ms = book.decide(
             ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
             self.stream_ms.get(partition, 0), self.index.signed_distance_m,
+            lambda device_id: device_status(devices.get(device_id)), self.schedule_answer,
         )  # fmt: skip
         self.stream_ms[partition] = stream_ms
         names = GATE_NAMES
@@ -333,28 +355,20 @@ class Engine:
             gated.append((ping, names[gates[k]]))
         decisions: list[DecisionRow] = []
         candidates: list[Candidate] = []
-        sent: dict[str, list[tuple[int, str, str]]] = {}
-        looked: dict[int, Device | None] = {}
-        for k, what, store_id, campaign_id, visit_ms in events:
+        version = self.catalog.version
+        for k, what, store_id, campaign_id, visit_ms, reason in events:
             at = pings[k]
-            if what == BOOK_BLOCKED:
-                self._enter_suppressed(at, store_id, names[gates[k]] or "uncertain_position", decisions)
+            trigger = BOOK_TRIGGERS[what]
+            if reason is not None:
+                decisions.append(
+                    DecisionRow(
+                        at.device_id, at.ts_ms, store_id, campaign_id, trigger, "suppressed", reason, None, version
+                    )
+                )
                 continue
-            device_id = at.device_id
-            if k not in looked:
-                looked[k] = devices.get(device_id)
-            history = sent.get(device_id)
-            if history is None:
-                history = sent[device_id] = book.sent(device_id)
-            trigger: Transition = "dwell" if what == BOOK_DWELL else "exit" if what == BOOK_EXIT else "enter"
-            due = (
-                [self.campaign_of[campaign_id]] if what == BOOK_DWELL else self.by_trigger.get((store_id, trigger), [])
-            )
-            for c in due:
-                before = len(history)
-                self._campaign(at, history, store_id, visit_ms, c, trigger, looked[k], decisions, candidates)
-                if len(history) > before:
-                    book.add_sent(device_id, at.ts_ms, c.id, store_id)
+            device = devices.get(at.device_id)
+            assert device is not None  # the book asked for it: reachable
+            self._notify(at, store_id, visit_ms, self.campaign_of[campaign_id], trigger, device, candidates)
         return decisions, candidates, gated
 
     def _check_presence(
@@ -511,25 +525,39 @@ class Engine:
             self._local = (ts_ms, tz, when)
         return when
 
+    def _schedule_key(self, c: Campaign, store: Store) -> tuple[str, str, str]:
+        """What a campaign's schedule answer at a store depends on besides the time: the
+        campaign, the store's own hours if the campaign respects them, and its zone."""
+        hours = store.id if c.respect_store_hours and store.hours is not None else ""
+        return (c.id, hours, self.tz_of[store.id])
+
     def _blocked_at(self, c: Campaign, store: Store, ts_ms: int) -> str | None:
         """``blocked_at`` at the store's local time, answered once per campaign, store hours,
         zone and minute: every rule it checks changes only on a whole local minute (dates,
         weekdays, HH:MM windows), and a zone whose offset is whole minutes keeps local minutes
         aligned with UTC ones. A campaign over 100k cafés asks it ~0.4 times a ping."""
-        tz = self.tz_of[store.id]
-        hours = store.id if c.respect_store_hours and store.hours is not None else ""
-        key = (c.id, hours, tz, ts_ms // MINUTE_MS)
+        key = (*self._schedule_key(c, store), ts_ms // MINUTE_MS)
         known = self.schedules.get(key)
         if known is not None:
             return known or None
-        local = self._local_time(ts_ms, tz)
-        reason = blocked_at(c, store, self.catalog.defaults, local)
-        offset = local.utcoffset()
-        if offset is not None and offset.seconds % 60 == 0 and offset.microseconds == 0:
+        reason, whole_minute = self._schedule(c, store, ts_ms)
+        if whole_minute:
             if len(self.schedules) >= SCHEDULES_KEPT:
                 self.schedules.clear()  # answers for minutes long past: start over rather than grow
             self.schedules[key] = reason or ""
         return reason
+
+    def schedule_answer(self, campaign_id: str, store_id: str, ts_ms: int) -> tuple[str | None, bool]:
+        """The presence book's question: why a campaign may not send at a store at ``ts_ms``
+        (None: it may), and whether that answer holds for the whole UTC minute (the book
+        keeps it per schedule group and minute, as :meth:`_blocked_at` does)."""
+        return self._schedule(self.campaign_of[campaign_id], self.stores[store_id], ts_ms)
+
+    def _schedule(self, c: Campaign, store: Store, ts_ms: int) -> tuple[str | None, bool]:
+        local = self._local_time(ts_ms, self.tz_of[store.id])
+        offset = local.utcoffset()
+        whole_minute = offset is not None and offset.seconds % 60 == 0 and offset.microseconds == 0
+        return blocked_at(c, store, self.catalog.defaults, local), whole_minute
 
     def _campaign(
         self, ping: Ping | PresenceCheck, sent: list[tuple[int, str, str]], store_id: str, visit_ms: int, c: Campaign,
@@ -552,11 +580,18 @@ class Engine:
             decisions.append(self._decision(ping, store_id, c.id, transition, "suppressed", reason, None))
             return
         assert device is not None
+        sent.append((ping.ts_ms, c.id, store_id))
+        self._notify(ping, store_id, visit_ms, c, transition, device, candidates)
+
+    def _notify(
+        self, ping: Ping | PresenceCheck, store_id: str, visit_ms: int, c: Campaign, transition: Transition,
+        device: Device, candidates: list[Candidate],
+    ) -> None:  # fmt: skip
+        """A campaign that passed every check: its candidate, waiting for the budget step."""
         local = self._local_time(ping.ts_ms, self.tz_of[store_id])
         nid = notification_id(ping.device_id, c.id, store_id, visit_ms)
-        sent.append((ping.ts_ms, c.id, store_id))
         decision = self._decision(ping, store_id, c.id, transition, "notify", "ok", nid)
-        notification = self._render(ping, store, c, device, nid, local)
+        notification = self._render(ping, self.stores[store_id], c, device, nid, local)
         candidates.append(Candidate(decision, notification, self.caps[c.id].budget))
 
     def _render(
@@ -593,6 +628,15 @@ class Engine:
             self.texts.clear()  # a huge catalog's long tail: start over rather than grow
         self.texts[key] = found
         return found
+
+
+def device_status(device: Device | None) -> int:
+    """A device record as the presence book's campaign checks see it."""
+    if device is None:
+        return NO_DEVICE
+    if not device.opt_in:
+        return OPTED_OUT
+    return REACHABLE if device.token else NO_TOKEN
 
 
 def apply_budget(candidate: Candidate, used: int) -> tuple[DecisionRow, bool]:

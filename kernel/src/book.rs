@@ -1,5 +1,5 @@
 //! The Python face of [`presence::Book`]: `geofences._kernel.PresenceBook`, one per
-//! partition, driven by `decisions.core_states.CoreStates` and `Engine.decide`.
+//! partition, driven by `streams.device_view.BookStates` and `Engine.decide`.
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
@@ -9,8 +9,9 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::presence::{Batch, Book, Catalog, Ping, Rules, GATES};
-use crate::state::{names, State};
+use crate::campaigns::{Ask, Caps, Due, Reasons};
+use crate::presence::{Batch, Book, Catalog, Ping, Rules, StoreDue, GATES};
+use crate::state::{names, Names, State};
 
 #[pyclass(module = "geofences._kernel", unsendable)]
 pub struct PresenceBook {
@@ -38,41 +39,109 @@ pub struct PresenceCatalog {
 
 #[pymethods]
 impl PresenceCatalog {
-    /// Each fence's store id, the stores with enter and with exit campaigns, the dwell
-    /// campaigns [(store, campaign, dwell ms)] by priority, the rules (min_accuracy_m,
+    /// Each fence's store id; the campaigns [(id, cooldown, campaign window, campaign max,
+    /// device window, device max)] (windows in ms, -1: no such cap); the campaigns due
+    /// [(trigger, store, campaign number, schedule group, dwell ms)] (trigger 1 exit, 2 enter,
+    /// 3 dwell; by priority within a store and trigger); the rules (min_accuracy_m,
     /// exit_buffer_m, max_age_s, drive_by_mps, impossible_mps, min_speed_interval_s,
     /// presence_timeout_s), the state TTL and the longest cap window (ms).
     #[new]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         fence_stores: Vec<String>,
-        on_enter: Vec<String>,
-        on_exit: Vec<String>,
-        dwell: Vec<(String, String, f64)>,
+        campaigns: Vec<(String, i64, i64, i64, i64, i64)>,
+        due: Vec<(u8, String, u32, u32, f64)>,
         rules: (f64, f64, f64, f64, f64, f64, f64),
         ttl_ms: i64,
         keep_ms: i64,
-    ) -> Self {
+    ) -> PyResult<Self> {
         let mut names = names();
         let fences = fence_stores.iter().map(|s| names.id(s)).collect();
-        let enter: Vec<u32> = on_enter.iter().map(|s| names.id(s)).collect();
-        let exit: Vec<u32> = on_exit.iter().map(|s| names.id(s)).collect();
-        let due: Vec<(u32, u32, f64)> = dwell
+        let caps: Vec<Caps> = campaigns
             .iter()
-            .map(|(s, c, ms)| (names.id(s), names.id(c), *ms))
+            .map(|(id, cooldown, cw, cmax, dw, dmax)| Caps {
+                name: names.id(id),
+                cooldown_ms: *cooldown,
+                campaign_ms: *cw,
+                campaign_max: *cmax,
+                device_ms: *dw,
+                device_max: *dmax,
+            })
             .collect();
+        let mut listed: Vec<StoreDue> = Vec::with_capacity(due.len());
+        for (trigger, store, campaign, group, dwell_ms) in &due {
+            if !(1..=3).contains(trigger) || *campaign as usize >= caps.len() {
+                return Err(PyValueError::new_err(format!(
+                    "due campaign {campaign} on trigger {trigger} at {store:?}: no such campaign or trigger"
+                )));
+            }
+            let d = Due {
+                campaign: *campaign,
+                group: *group,
+                dwell_ms: *dwell_ms,
+            };
+            listed.push((*trigger, names.id(store), d));
+        }
+        let reasons = reasons(&mut names);
         let cat = Catalog::build(
             rules_of(rules),
             ttl_ms,
             keep_ms,
             fences,
-            &enter,
-            &exit,
-            &due,
+            caps,
+            &listed,
+            reasons,
         );
-        PresenceCatalog {
+        Ok(PresenceCatalog {
             catalog: Arc::new(cat),
-        }
+        })
+    }
+}
+
+/// The reasons the book says by itself, numbered.
+fn reasons(names: &mut Names) -> Reasons {
+    let mut gate = [0; 7];
+    for (code, name) in GATES.iter().enumerate() {
+        gate[code] = names.id(if code == 0 {
+            "uncertain_position"
+        } else {
+            name
+        });
+    }
+    Reasons {
+        no_device: names.id("no_device"),
+        opted_out: names.id("opted_out"),
+        no_token: names.id("no_token"),
+        cooldown: names.id("cooldown"),
+        campaign_cap: names.id("campaign_cap"),
+        device_cap: names.id("device_cap"),
+        gate,
+    }
+}
+
+/// The engine's answers, asked from Rust: `device(device_id) -> int` (campaigns::NO_DEVICE...)
+/// and `schedule(campaign_id, store_id, ts_ms) -> (reason | None, whole_minute)`.
+struct PyAsk<'a, 'py> {
+    device: &'a Bound<'py, PyAny>,
+    schedule: &'a Bound<'py, PyAny>,
+}
+
+impl Ask for PyAsk<'_, '_> {
+    type Error = PyErr;
+
+    fn device(&mut self, device: &str) -> PyResult<u8> {
+        self.device.call1((device,))?.extract()
+    }
+
+    fn schedule(&mut self, campaign: u32, store: u32, ts: i64) -> PyResult<(Option<u32>, bool)> {
+        let (c, s) = {
+            let names = names();
+            (
+                names.name(campaign).to_owned(),
+                names.name(store).to_owned(),
+            )
+        };
+        let (reason, whole): (Option<String>, bool) = self.schedule.call1((c, s, ts))?.extract()?;
+        Ok((reason.map(|r| names().id(&r)), whole))
     }
 }
 
@@ -116,9 +185,11 @@ impl PresenceBook {
         Ok(())
     }
 
-    /// Gates and presence of one partition's batch; see `presence::Book::decide`.
-    /// `distances(fences, lat, lng)` gives signed distances to fence boundaries.
-    /// Returns (gate codes, [(ping, kind, store, campaign | None, visit_ms)], stream_ms).
+    /// Gates, presence and campaign checks of one partition's batch; see
+    /// `presence::Book::decide`. `distances(fences, lat, lng)` gives signed distances to fence
+    /// boundaries; `device` and `schedule` answer as [`PyAsk`] says. Returns (gate codes,
+    /// [(ping, trigger, store, campaign, visit_ms, reason | None)], stream_ms): each campaign
+    /// decision in order, suppressed for its reason or (None) a notification to render.
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
         &mut self,
@@ -135,6 +206,8 @@ impl PresenceBook {
         certain: PyReadonlyArray1<'py, bool>,
         stream_ms: i64,
         distances: &Bound<'py, PyAny>,
+        device: &Bound<'py, PyAny>,
+        schedule: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyList>, i64)> {
         let items = items(devices)?;
         let devs = strs(&items)?;
@@ -213,19 +286,23 @@ impl PresenceBook {
             }
             got.to_vec()
         };
-        let (gates, events, stream) = self.book.decide(&batch, &away, stream_ms);
+        let mut ask = PyAsk { device, schedule };
+        let (gates, events, stream) = self.book.decide(&batch, &away, stream_ms, &mut ask)?;
         let names = names();
         let out = PyList::empty(py);
         for e in events {
-            let campaign = e.campaign.map(|c| names.name(c));
             out.append(PyTuple::new(
                 py,
                 [
                     e.ping.into_pyobject(py)?.into_any(),
                     e.kind.into_pyobject(py)?.into_any(),
                     names.name(e.store).into_pyobject(py)?.into_any(),
-                    campaign.into_pyobject(py)?.into_any(),
+                    names.name(e.campaign).into_pyobject(py)?.into_any(),
                     e.visit_ms.into_pyobject(py)?.into_any(),
+                    e.reason
+                        .map(|r| names.name(r))
+                        .into_pyobject(py)?
+                        .into_any(),
                 ],
             )?)?;
         }
@@ -274,37 +351,6 @@ impl PresenceBook {
             .states
             .get(device)
             .map(|st| PyBytes::new(py, &st.dumps(&names())))
-    }
-
-    /// A device's notifications [(ts_ms, campaign, store)] (for its caps).
-    fn sent(&self, device: &str) -> Vec<(i64, String, String)> {
-        let names = names();
-        match self.book.states.get(device) {
-            None => Vec::new(),
-            Some(st) => st
-                .sent
-                .iter()
-                .map(|&(t, c, s)| (t, names.name(c).to_owned(), names.name(s).to_owned()))
-                .collect(),
-        }
-    }
-
-    /// Record a notification decided for a device (its state is written at the next take).
-    fn add_sent(&mut self, device: &str, ts_ms: i64, campaign: &str, store: &str) -> PyResult<()> {
-        let b = &mut self.book;
-        let (c, s) = {
-            let mut names = names();
-            (names.id(campaign), names.id(store))
-        };
-        let st = b
-            .states
-            .get_mut(device)
-            .ok_or_else(|| PyValueError::new_err(format!("no state held for device {device:?}")))?;
-        st.sent.push((ts_ms, c, s));
-        if !b.dirty.contains(device) {
-            b.dirty.insert(device.to_owned());
-        }
-        Ok(())
     }
 
     /// Stop holding these devices' states (None: all of them, changed or not).

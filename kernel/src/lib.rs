@@ -10,6 +10,7 @@
 
 pub mod base_cells;
 pub mod book;
+pub mod campaigns;
 pub mod cell;
 pub mod exact;
 pub mod pings;
@@ -26,7 +27,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 4;
+const API: u32 = 5;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]

@@ -1,11 +1,11 @@
-//! Gates and presence for a batch of one partition's pings, over device states held here.
+//! Gates, presence and campaign checks for a batch of one partition's pings, over device
+//! states held here.
 //!
 //! A port of `decisions.presence` (gate, step) and of the per-ping loop of
-//! `decisions.engine.Engine.decide`, for the pings most of a stream is made of: the ones that
-//! only move a device's last position and visits. What needs the catalog's campaigns (caps,
-//! schedules, texts) stays in Python: this returns, in ping order, the transitions that may
-//! trigger a campaign (an enter or exit at a store with such campaigns, a suppressed enter,
-//! a dwell campaign due) and Python decides them. `tests/unit/test_presence_core.py` holds
+//! `decisions.engine.Engine.decide`: gates, visits, and each transition's campaigns checked
+//! for consent, schedule and caps (`campaigns`). What needs the catalog's texts stays in
+//! Python: this returns, in ping order, every campaign decision — a suppression with its
+//! reason, or a notification for Python to render. `tests/unit/test_presence_book.py` holds
 //! this to the Python engine, decision for decision and state for state.
 
 use std::collections::HashMap;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use indexmap::{IndexMap, IndexSet};
 
+use crate::campaigns::{blocked_by_caps, Ask, Caps, Due, Reasons, Schedules};
+use crate::campaigns::{NO_DEVICE, NO_TOKEN, OPTED_OUT};
 use crate::state::{Names, State, Visit};
 
 /// `decisions.presence.Rules` (the TTL and cap window are the engine's).
@@ -44,8 +46,7 @@ const IMPOSSIBLE_JUMP: u8 = 4;
 const LOW_ACCURACY: u8 = 5;
 const DRIVE_BY: u8 = 6;
 
-/// What a ping brought that Python decides campaigns for.
-pub const BLOCKED: u8 = 0; // inside, but a gate (or an uncertain position) kept it from entering
+/// The transition a campaign decision is for.
 pub const EXIT: u8 = 1;
 pub const ENTER: u8 = 2;
 pub const DWELL: u8 = 3;
@@ -59,13 +60,16 @@ pub struct Ping {
     pub speed: f64, // NaN: not reported
 }
 
+/// One campaign's decision on one transition of ping `ping`: suppressed for `reason` (a
+/// name number), or (None) a notification, already counted in the device's caps.
 #[derive(Debug, PartialEq)]
 pub struct Event {
     pub ping: usize,
-    pub kind: u8,
+    pub kind: u8, // EXIT, ENTER or DWELL
     pub store: u32,
-    pub campaign: Option<u32>, // DWELL: which campaign
-    pub visit_ms: i64,         // EXIT, ENTER, DWELL: when the visit began
+    pub campaign: u32, // name number
+    pub visit_ms: i64, // when the visit began (a kept-back enter: 0)
+    pub reason: Option<u32>,
 }
 
 /// `geofences.geodesy.distance_m_one` (the kernel's one port of it).
@@ -181,8 +185,9 @@ pub fn step(
     out
 }
 
-/// The catalog as presence sees it: each fence's store, which stores have campaigns, and
-/// the engine's rules, state TTL and longest cap window. Built once per engine, shared.
+/// The catalog as presence sees it: each fence's store, each store's campaigns by trigger,
+/// the campaigns' caps, the engine's rules, state TTL and longest cap window. Built once per
+/// engine, shared by its partitions' books (with the schedule answers they asked).
 #[derive(Default)]
 pub struct Catalog {
     pub rules: Rules,
@@ -193,69 +198,65 @@ pub struct Catalog {
     /// one dense table, not hash maps: with 100k stores each hash lookup missed the cache
     /// two or three times, and a device inside ten fences asks ten times a ping.
     pub store: Vec<StoreInfo>,
-    pub dwell: Vec<(u32, f64)>, // (campaign, dwell ms), each store's run by priority
+    /// The campaigns due on each trigger, each store's a range by priority (`StoreInfo`).
+    pub due: [Vec<Due>; 3],
+    pub campaigns: Vec<Caps>,
+    pub reasons: Reasons,
+    pub schedules: Schedules,
 }
 
-/// A store in the presence catalog: its fence, whether it has enter or exit campaigns (a
-/// suppressed enter is said too), and its dwell campaigns, `Catalog::dwell[dwell_lo..dwell_hi]`.
+/// A store in the presence catalog: its fence and its campaigns on exit, enter and dwell,
+/// `Catalog::due[t][lo[t]..hi[t]]`.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreInfo {
     pub fence: u32, // NO_FENCE: not in this catalog
-    pub on_enter: bool,
-    pub on_exit: bool,
-    pub dwell_lo: u32,
-    pub dwell_hi: u32,
+    pub lo: [u32; 3],
+    pub hi: [u32; 3],
 }
 
 pub const NO_FENCE: u32 = u32::MAX;
 const NOT_A_STORE: StoreInfo = StoreInfo {
     fence: NO_FENCE,
-    on_enter: false,
-    on_exit: false,
-    dwell_lo: 0,
-    dwell_hi: 0,
+    lo: [0; 3],
+    hi: [0; 3],
 };
 
+/// A store's campaign on a trigger (EXIT, ENTER or DWELL), by name number.
+pub type StoreDue = (u8, u32, Due);
+
 impl Catalog {
-    /// The catalog of these fences' stores, enter and exit stores and dwell campaigns
-    /// [(store, campaign, dwell ms)] (by priority within a store), all by name number.
+    /// The catalog of these fences' stores and the campaigns due [(trigger, store, due)]
+    /// (by priority within a store and trigger), stores by name number.
     pub fn build(
         rules: Rules,
         ttl_ms: i64,
         keep_ms: i64,
         fence_store: Vec<u32>,
-        on_enter: &[u32],
-        on_exit: &[u32],
-        dwell: &[(u32, u32, f64)],
+        campaigns: Vec<Caps>,
+        due: &[StoreDue],
+        reasons: Reasons,
     ) -> Catalog {
         let top = fence_store
             .iter()
-            .chain(on_enter)
-            .chain(on_exit)
-            .chain(dwell.iter().map(|d| &d.0))
+            .chain(due.iter().map(|d| &d.1))
             .max()
             .map_or(0, |&m| m as usize + 1);
         let mut store = vec![NOT_A_STORE; top];
         for (f, &s) in fence_store.iter().enumerate() {
             store[s as usize].fence = f as u32;
         }
-        for &s in on_enter {
-            store[s as usize].on_enter = true;
-        }
-        for &s in on_exit {
-            store[s as usize].on_exit = true;
-        }
-        let mut order: Vec<usize> = (0..dwell.len()).collect();
-        order.sort_by_key(|&i| dwell[i].0); // stable: each store's campaigns keep their order
-        let mut due = Vec::with_capacity(dwell.len());
+        let mut order: Vec<usize> = (0..due.len()).collect();
+        order.sort_by_key(|&i| (due[i].0, due[i].1)); // stable: each store's campaigns keep their order
+        let mut lists: [Vec<Due>; 3] = Default::default();
         for i in order {
-            let (s, c, ms) = dwell[i];
+            let (t, s, d) = due[i];
+            let t = usize::from(t - EXIT);
             let info = &mut store[s as usize];
-            if info.dwell_hi == 0 {
-                info.dwell_lo = due.len() as u32;
+            if info.hi[t] == 0 {
+                info.lo[t] = lists[t].len() as u32;
             }
-            due.push((c, ms));
-            info.dwell_hi = due.len() as u32;
+            lists[t].push(d);
+            info.hi[t] = lists[t].len() as u32;
         }
         Catalog {
             rules,
@@ -263,7 +264,10 @@ impl Catalog {
             keep_ms,
             fence_store,
             store,
-            dwell: due,
+            due: lists,
+            campaigns,
+            reasons,
+            schedules: Schedules::default(),
         }
     }
 
@@ -280,11 +284,63 @@ impl Catalog {
         (f != NO_FENCE).then_some(f)
     }
 
-    /// Store `s`'s dwell campaigns (campaign, dwell ms), by priority.
+    /// Store `s`'s campaigns on `trigger` (EXIT, ENTER or DWELL), by priority.
     #[inline]
-    pub fn dwell_of(&self, s: u32) -> &[(u32, f64)] {
-        let info = self.store(s);
-        &self.dwell[info.dwell_lo as usize..info.dwell_hi as usize]
+    pub fn due(&self, trigger: u8, s: u32) -> &[Due] {
+        let (info, t) = (self.store(s), usize::from(trigger - EXIT));
+        &self.due[t][info.lo[t] as usize..info.hi[t] as usize]
+    }
+}
+
+/// One device's campaign decisions at one ping or presence check: its record asked at most
+/// once, every decision pushed to `events`, each notification counted in `sent`.
+struct Deciding<'e> {
+    cat: &'e Catalog,
+    ping: usize,
+    device: &'e str,
+    ts: i64,
+    status: Option<u8>,
+    events: &'e mut Vec<Event>,
+}
+
+impl Deciding<'_> {
+    /// `Engine._campaign`: no device, opted out, schedule, caps, no token — or notify.
+    fn decide<A: Ask>(
+        &mut self,
+        ask: &mut A,
+        sent: &mut Vec<(i64, u32, u32)>,
+        kind: u8,
+        store: u32,
+        visit_ms: i64,
+        due: &Due,
+    ) -> Result<(), A::Error> {
+        let (cat, r) = (self.cat, &self.cat.reasons);
+        let caps = &cat.campaigns[due.campaign as usize];
+        let status = match self.status {
+            Some(s) => s,
+            None => *self.status.insert(ask.device(self.device)?),
+        };
+        let reason = match status {
+            NO_DEVICE => Some(r.no_device),
+            OPTED_OUT => Some(r.opted_out),
+            _ => match cat.schedules.blocked(ask, due, caps.name, store, self.ts)? {
+                Some(why) => Some(why),
+                None => blocked_by_caps(caps, sent, store, self.ts, r)
+                    .or((status == NO_TOKEN).then_some(r.no_token)),
+            },
+        };
+        if reason.is_none() {
+            sent.push((self.ts, caps.name, store));
+        }
+        self.events.push(Event {
+            ping: self.ping,
+            kind,
+            store,
+            campaign: caps.name,
+            visit_ms,
+            reason,
+        });
+        Ok(())
     }
 }
 
@@ -368,12 +424,14 @@ impl Book {
     /// (gate code per ping, events, stream time after the batch). `away`: the distances of
     /// [`Book::away_pairs`], in its order.
     #[allow(clippy::needless_range_loop)] // k indexes every column of the batch
-    pub fn decide(
+    pub fn decide<A: Ask>(
         &mut self,
         b: &Batch,
         away: &[f64],
         stream_ms: i64,
-    ) -> (Vec<u8>, Vec<Event>, i64) {
+        ask: &mut A,
+    ) -> Result<(Vec<u8>, Vec<Event>, i64), A::Error> {
+        let cat = Arc::clone(&self.catalog);
         let (pair_k, pair_f) = self.away_pairs(b);
         let mut dist: HashMap<(usize, u32), f64> = HashMap::with_capacity(pair_k.len());
         for i in 0..pair_k.len().min(away.len()) {
@@ -390,7 +448,7 @@ impl Book {
         for k in 0..b.devices.len() {
             let (dev, p) = (b.devices[k], &b.pings[k]);
             if b.kind[k] != 0 {
-                self.check_presence(k, dev, p.ts, &mut fresh, &mut events);
+                self.check_presence(k, dev, p.ts, &mut fresh, &mut events, ask)?;
                 continue;
             }
             stream = stream.max(p.ts);
@@ -418,73 +476,74 @@ impl Book {
             if out.dropped {
                 continue;
             }
-            let cat = &self.catalog;
-            for &s in out.blocked.iter().filter(|&&s| cat.store(s).on_enter) {
-                events.push(Event {
-                    ping: k,
-                    kind: BLOCKED,
-                    store: s,
-                    campaign: None,
-                    visit_ms: 0,
-                });
+            let mut at = Deciding {
+                cat: &cat,
+                ping: k,
+                device: dev,
+                ts: p.ts,
+                status: None,
+                events: &mut events,
+            };
+            let why = cat.reasons.gate[usize::from(out.gate)];
+            for &s in &out.blocked {
+                for d in cat.due(ENTER, s) {
+                    at.events.push(Event {
+                        ping: k,
+                        kind: ENTER,
+                        store: s,
+                        campaign: cat.campaigns[d.campaign as usize].name,
+                        visit_ms: 0,
+                        reason: Some(why),
+                    });
+                }
             }
-            for &(s, at) in out.exited.iter().filter(|&&(s, _)| cat.store(s).on_exit) {
-                events.push(Event {
-                    ping: k,
-                    kind: EXIT,
-                    store: s,
-                    campaign: None,
-                    visit_ms: at,
-                });
+            for &(s, began) in &out.exited {
+                for d in cat.due(EXIT, s) {
+                    at.decide(ask, &mut st.sent, EXIT, s, began, d)?;
+                }
             }
-            for &s in out.entered.iter().filter(|&&s| cat.store(s).on_enter) {
-                events.push(Event {
-                    ping: k,
-                    kind: ENTER,
-                    store: s,
-                    campaign: None,
-                    visit_ms: p.ts,
-                });
+            for &s in &out.entered {
+                for d in cat.due(ENTER, s) {
+                    at.decide(ask, &mut st.sent, ENTER, s, p.ts, d)?;
+                }
             }
             for v in st.visits.iter_mut() {
-                let due = cat.dwell_of(v.store);
+                let due = cat.due(DWELL, v.store);
                 if due.is_empty() || inside.iter().all(|&(s, _)| s != v.store) {
                     continue;
                 }
-                for &(c, dwell_ms) in due {
+                for d in due {
+                    let name = cat.campaigns[d.campaign as usize].name;
                     // the time first: most visits are not due, and their `fired` is not read
-                    if (p.ts - v.entered_ms) as f64 >= dwell_ms && !v.fired.contains(&c) {
-                        v.fired.push(c);
-                        events.push(Event {
-                            ping: k,
-                            kind: DWELL,
-                            store: v.store,
-                            campaign: Some(c),
-                            visit_ms: v.entered_ms,
-                        });
+                    if (p.ts - v.entered_ms) as f64 >= d.dwell_ms && !v.fired.contains(&name) {
+                        v.fired.push(name);
+                        at.decide(ask, &mut st.sent, DWELL, v.store, v.entered_ms, d)?;
                     }
                 }
             }
             self.keep(dev, &mut fresh);
         }
-        (gates, events, stream)
+        Ok((gates, events, stream))
     }
 
     /// `Engine._check_presence`: end the visits a silent device has not confirmed in time.
-    fn check_presence<'a>(
+    #[allow(clippy::too_many_arguments)]
+    fn check_presence<'a, A: Ask>(
         &mut self,
         k: usize,
         dev: &'a str,
         ts: i64,
         fresh: &mut HashMap<&'a str, State>,
         events: &mut Vec<Event>,
-    ) {
-        let timeout_ms = self.catalog.rules.presence_timeout_s * 1000.0;
+        ask: &mut A,
+    ) -> Result<(), A::Error> {
+        let cat = Arc::clone(&self.catalog);
+        let timeout_ms = cat.rules.presence_timeout_s * 1000.0;
         let st = match fresh.get_mut(dev) {
             Some(st) => st,
             None => match self.states.get_mut(dev) {
                 Some(st) => st,
-                None => return,
+                None => return Ok(()),
             },
         };
         if ts <= st.ts_ms
@@ -493,25 +552,31 @@ impl Book {
                 .iter()
                 .any(|v| (ts - v.last_in_ms) as f64 > timeout_ms)
         {
-            return;
+            return Ok(());
         }
-        let cat = &self.catalog;
+        let mut gone = Vec::new();
         st.visits.retain(|v| {
-            if (ts - v.last_in_ms) as f64 <= timeout_ms {
-                return true;
+            let keep = (ts - v.last_in_ms) as f64 <= timeout_ms;
+            if !keep {
+                gone.push((v.store, v.entered_ms));
             }
-            if cat.store(v.store).on_exit {
-                events.push(Event {
-                    ping: k,
-                    kind: EXIT,
-                    store: v.store,
-                    campaign: None,
-                    visit_ms: v.entered_ms,
-                });
-            }
-            false
+            keep
         });
+        let mut at = Deciding {
+            cat: &cat,
+            ping: k,
+            device: dev,
+            ts,
+            status: None,
+            events,
+        };
+        for (s, began) in gone {
+            for d in cat.due(EXIT, s) {
+                at.decide(ask, &mut st.sent, EXIT, s, began, d)?;
+            }
+        }
         self.keep(dev, fresh);
+        Ok(())
     }
 
     /// The device's state changed: keep it (a reset one replaces what was read) and mark it.
@@ -570,27 +635,50 @@ mod tests {
         }
     }
 
+    fn due(campaign: u32, dwell_ms: f64) -> Due {
+        Due {
+            campaign,
+            group: campaign,
+            dwell_ms,
+        }
+    }
+
     #[test]
     fn the_dense_store_table_answers_as_the_lists_it_was_built_from() {
         // stores 3, 0, 2 have fences 0, 1, 2; 7 has campaigns but no fence; 1 and 9 are unknown
-        let dwell = [
-            (2, 20, 60_000.0),
-            (0, 21, 1.0),
-            (2, 22, 30_000.0),
-            (7, 20, 5.0),
+        let listed = [
+            (DWELL, 2, due(0, 60_000.0)),
+            (ENTER, 0, due(3, 0.0)),
+            (DWELL, 0, due(1, 1.0)),
+            (EXIT, 2, due(4, 0.0)),
+            (DWELL, 2, due(2, 30_000.0)),
+            (ENTER, 7, due(3, 0.0)),
+            (ENTER, 0, due(5, 0.0)),
+            (DWELL, 7, due(0, 5.0)),
         ];
-        let cat = Catalog::build(RULES, 1, 1, vec![3, 0, 2], &[0, 7], &[2], &dwell);
+        let cat = Catalog::build(
+            RULES,
+            1,
+            1,
+            vec![3, 0, 2],
+            vec![],
+            &listed,
+            Reasons::default(),
+        );
         assert_eq!(cat.fence_of(3), Some(0));
         assert_eq!(cat.fence_of(2), Some(2));
         assert_eq!(cat.fence_of(1), None);
         assert_eq!(cat.fence_of(7), None);
         assert_eq!(cat.fence_of(9), None);
-        assert_eq!(cat.dwell_of(2), &[(20, 60_000.0), (22, 30_000.0)]); // priority order kept
-        assert_eq!(cat.dwell_of(0), &[(21, 1.0)]);
-        assert_eq!(cat.dwell_of(7), &[(20, 5.0)]);
-        assert!(cat.dwell_of(3).is_empty() && cat.dwell_of(9).is_empty());
-        assert!(cat.store(0).on_enter && cat.store(7).on_enter && !cat.store(2).on_enter);
-        assert!(cat.store(2).on_exit && !cat.store(0).on_exit && !cat.store(9).on_exit);
+        assert_eq!(cat.due(DWELL, 2), &[due(0, 60_000.0), due(2, 30_000.0)]); // priority order kept
+        assert_eq!(cat.due(DWELL, 0), &[due(1, 1.0)]);
+        assert_eq!(cat.due(DWELL, 7), &[due(0, 5.0)]);
+        assert!(cat.due(DWELL, 3).is_empty() && cat.due(DWELL, 9).is_empty());
+        assert_eq!(cat.due(ENTER, 0), &[due(3, 0.0), due(5, 0.0)]);
+        assert_eq!(cat.due(ENTER, 7), &[due(3, 0.0)]);
+        assert!(cat.due(ENTER, 2).is_empty() && cat.due(ENTER, 9).is_empty());
+        assert_eq!(cat.due(EXIT, 2), &[due(4, 0.0)]);
+        assert!(cat.due(EXIT, 0).is_empty() && cat.due(EXIT, 9).is_empty());
     }
 
     #[test]

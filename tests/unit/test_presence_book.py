@@ -6,14 +6,19 @@ states — and read and write the same state bytes."""
 from __future__ import annotations
 
 import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decisions.engine import Engine
 from decisions.pings import Ping, PresenceCheck, parse_ping
+from decisions.records import Device
 from decisions.state import DeviceState, Visit
 from geofences.index import load_kernel
 from geofences.load import load_catalog
@@ -209,3 +214,73 @@ def test_the_book_tells_only_the_devices_whose_being_inside_changed() -> None:
     again.forget(["a"])  # expired: the worker stops watching it, the book must tell it again
     engine.decide([Ping("a", START_MS + 230_000, lat, lng, 5.0, 0.5)], again, DEVICES)  # type: ignore[arg-type]
     assert again.visiting() == [("a", True)]
+
+
+def tight_catalog(out: Path) -> Path:
+    """The example catalog with its first four stores in every campaign (enter, dwell, exit),
+    a one-minute dwell and caps a short walk breaks: the campaign checks the book does."""
+    src = REPO / "config" / "catalog"
+    stores = yaml.safe_load((src / "stores.yaml").read_text())
+    for s in stores["stores"][:4]:
+        s["tags"] = sorted({*s.get("tags", []), "cafe", "flagship", "station", "bookstore"})
+    campaigns = yaml.safe_load((src / "campaigns.yaml").read_text())
+    for c in campaigns["campaigns"]:
+        c["caps"] = {"store_cooldown": "20m", "per_campaign": {"max": 2, "window": "2h"}, "budget": 100}
+        c["active"].pop("days", None)
+        if c["trigger"] == "dwell":
+            c["dwell_seconds"] = 60
+    defaults = yaml.safe_load((src / "defaults.yaml").read_text())
+    defaults["defaults"]["caps"]["per_device"] = {"max": 3, "window": "3h"}
+    out.mkdir()
+    for name, doc in (("stores", stores), ("campaigns", campaigns), ("defaults", defaults)):
+        (out / f"{name}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    return out
+
+
+def device(device_id: str, status: str) -> Device | None:
+    if status == "none":
+        return None
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    token = None if status == "no_token" else f"tok-{device_id}"
+    return Device(device_id=device_id, token=token, opt_in=status != "opted_out", locale="en", updated_at=at)
+
+
+@pytest.fixture(scope="module")
+def tight_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine.for_catalog(load_catalog([tight_catalog(tmp_path_factory.mktemp("tight") / "catalog")]))
+
+
+STATUSES = st.sampled_from(["reachable", "reachable", "none", "opted_out", "no_token"])
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(walks(), st.sampled_from([1, 5, 100]), st.tuples(STATUSES, STATUSES, STATUSES))
+def test_campaign_checks_in_the_book_decide_alike(
+    tight_engine: Engine, items: list[Item], size: int, statuses: tuple[str, str, str]
+) -> None:
+    """Devices of every kind (none, opted out, no token, reachable) walking in and out of
+    stores with every trigger, under caps a walk breaks and across opening hours: the book's
+    consent, schedule and cap checks say what the Python engine says, in the same order."""
+    devices = {d: device(d, s) for d, s in zip("abc", statuses, strict=True)}
+    python = decide_all(tight_engine, items, devices, book=False, keep=2, size=size)
+    assert decide_all(tight_engine, items, devices, book=True, keep=2, size=size) == python
+
+
+def test_the_tight_walks_reach_every_check(tight_engine: Engine) -> None:
+    """The walks above can reach each reason the book decides (else their sameness says little)."""
+    lat, lng = NEAR[0]
+    reasons = Counter()
+    for statuses in (("reachable",) * 3, ("none", "opted_out", "no_token")):
+        devices = {d: device(d, s) for d, s in zip("abc", statuses, strict=True)}
+        items: list[Item] = []
+        for k in range(400):  # ~13 hours of a device a minute apart at the store, now and then away
+            away = 0.01 if k % 7 == 3 else 0.0
+            items += [Ping(d, START_MS + k * 120_000 + i, lat + away, lng, 5.0, 0.5) for i, d in enumerate("abc")]
+        tight_engine.stream_ms.clear()
+        out, _ = decide_all(tight_engine, items, devices, book=True, keep=10)
+        records = [orjson.loads(o) for o in out if o.startswith(b"{")]
+        reasons.update(r.get("reason", "notified") for r in records)  # notifications have no reason
+    wanted = {"notified", "cooldown", "campaign_cap", "device_cap", "no_device", "opted_out", "no_token", "quiet_hours"}
+    assert wanted <= set(reasons), reasons
