@@ -36,7 +36,7 @@ MINUTE_MS = 60_000
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
 # the presence book's gate codes and triggers (kernel/src/presence.rs: GATES, EXIT, ENTER, DWELL)
 GATE_NAMES = ("", "duplicate", "out_of_order", "stale", "impossible_jump", "low_accuracy", "drive_by")
-BOOK_TRIGGERS: tuple[Transition, ...] = ("enter", "exit", "enter", "dwell")  # by code (0 unused)
+BOOK_TRIGGERS: dict[int, Transition] = {1: "exit", 2: "enter", 3: "dwell"}
 # a device record as the book's campaign checks see it (kernel/src/campaigns.rs: NO_DEVICE...)
 NO_DEVICE, OPTED_OUT, REACHABLE, NO_TOKEN = 0, 1, 2, 3
 
@@ -189,7 +189,7 @@ class Engine:
         each store by trigger with their schedule group (campaign, store hours, zone: what
         :meth:`_blocked_at` keys its answers by), rules, state TTL and longest cap window."""
         number = {c.id: i for i, c in enumerate(self.catalog.campaigns)}
-        codes = {"exit": 1, "enter": 2, "dwell": 3}
+        codes: dict[str, int] = {trigger: code for code, trigger in BOOK_TRIGGERS.items()}
         groups: dict[tuple[str, str, str], int] = {}
         due = []
         for (sid, trigger), cs in self.by_trigger.items():

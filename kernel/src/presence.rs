@@ -221,6 +221,12 @@ const NOT_A_STORE: StoreInfo = StoreInfo {
     hi: [0; 3],
 };
 
+/// Where a trigger's lists are kept (`Catalog::due`, `StoreInfo::lo`/`hi`).
+#[inline]
+fn slot(trigger: u8) -> usize {
+    usize::from(trigger - EXIT)
+}
+
 /// A store's campaign on a trigger (EXIT, ENTER or DWELL), by name number.
 pub type StoreDue = (u8, u32, Due);
 
@@ -250,7 +256,7 @@ impl Catalog {
         let mut lists: [Vec<Due>; 3] = Default::default();
         for i in order {
             let (t, s, d) = due[i];
-            let t = usize::from(t - EXIT);
+            let t = slot(t);
             let info = &mut store[s as usize];
             if info.hi[t] == 0 {
                 info.lo[t] = lists[t].len() as u32;
@@ -287,7 +293,7 @@ impl Catalog {
     /// Store `s`'s campaigns on `trigger` (EXIT, ENTER or DWELL), by priority.
     #[inline]
     pub fn due(&self, trigger: u8, s: u32) -> &[Due] {
-        let (info, t) = (self.store(s), usize::from(trigger - EXIT));
+        let (info, t) = (self.store(s), slot(trigger));
         &self.due[t][info.lo[t] as usize..info.hi[t] as usize]
     }
 }
@@ -332,15 +338,20 @@ impl Deciding<'_> {
         if reason.is_none() {
             sent.push((self.ts, caps.name, store));
         }
+        self.say(kind, store, due, visit_ms, reason);
+        Ok(())
+    }
+
+    /// `due`'s campaign decided on this transition: suppressed for `reason`, or notified.
+    fn say(&mut self, kind: u8, store: u32, due: &Due, visit_ms: i64, reason: Option<u32>) {
         self.events.push(Event {
             ping: self.ping,
             kind,
             store,
-            campaign: caps.name,
+            campaign: self.cat.campaigns[due.campaign as usize].name,
             visit_ms,
             reason,
         });
-        Ok(())
     }
 }
 
@@ -420,9 +431,10 @@ impl Book {
         (ks, fences)
     }
 
-    /// Gates and presence for the batch, in ping order (`Engine.decide` but the campaigns):
-    /// (gate code per ping, events, stream time after the batch). `away`: the distances of
-    /// [`Book::away_pairs`], in its order.
+    /// Gates, presence and campaign checks for the batch, in ping order (`Engine.decide` but
+    /// the rendering of notifications): (gate code per ping, campaign decisions, stream time
+    /// after the batch). `away`: the distances of [`Book::away_pairs`], in its order; `ask`:
+    /// device records and schedule answers.
     #[allow(clippy::needless_range_loop)] // k indexes every column of the batch
     pub fn decide<A: Ask>(
         &mut self,
@@ -487,14 +499,7 @@ impl Book {
             let why = cat.reasons.gate[usize::from(out.gate)];
             for &s in &out.blocked {
                 for d in cat.due(ENTER, s) {
-                    at.events.push(Event {
-                        ping: k,
-                        kind: ENTER,
-                        store: s,
-                        campaign: cat.campaigns[d.campaign as usize].name,
-                        visit_ms: 0,
-                        reason: Some(why),
-                    });
+                    at.say(ENTER, s, d, 0, Some(why));
                 }
             }
             for &(s, began) in &out.exited {
