@@ -91,7 +91,7 @@ def decide_all(
                     _letter(msgs[i], exc)
             decided = engine.decide_poll(parsed, views, books)
             for p, (found, candidates, _) in decided.items():
-                out += sum(len(d.dumps()) for d in found) + sum(len(candidate_bytes(c)) for c in candidates)
+                out += sum(len(v) for _, v in found.records()) + sum(len(candidate_bytes(c)) for c in candidates)
                 changes = views[p].take()
                 stores[p].write_states(changes, None)
                 views[p].written(changes)

@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
+from decisions.decided import BOOK_TRIGGERS, Decisions, Rows, Written
 from decisions.decision_row import DecisionRow
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
@@ -36,7 +37,6 @@ MINUTE_MS = 60_000
 NOWHERE: Inside = MappingProxyType({})  # what the index says about a ping in no fence (shared, read-only)
 # the presence book's gate codes and triggers (kernel/src/presence.rs: GATES, EXIT, ENTER, DWELL)
 GATE_NAMES = ("", "duplicate", "out_of_order", "stale", "impossible_jump", "low_accuracy", "drive_by")
-BOOK_TRIGGERS: dict[int, Transition] = {1: "exit", 2: "enter", 3: "dwell"}
 # a device record as the book's campaign checks see it (kernel/src/campaigns.rs: NO_DEVICE...)
 NO_DEVICE, OPTED_OUT, REACHABLE, NO_TOKEN = 0, 1, 2, 3
 
@@ -87,7 +87,7 @@ class Candidate:
     budget: int | None
 
 
-Decided = tuple[list[DecisionRow], list[Candidate], list[tuple[Ping, str]]]  # one partition's batch
+Decided = tuple[Decisions, list[Candidate], list[tuple[Ping, str]]]  # one partition's batch
 
 
 def notification_id(device_id: str, campaign_id: str, store_id: str, visit_ms: int) -> str:
@@ -210,6 +210,7 @@ class Engine:
              r.min_speed_interval_s, r.presence_timeout_s),
             self.ttl_ms,
             self.keep_ms,
+            self.catalog.version,
         )  # fmt: skip
 
     @classmethod
@@ -281,7 +282,7 @@ class Engine:
         said of these pings, if already asked. States held by the native presence book
         (:class:`BookStates`) are stepped there; any other store, here in Python."""
         if not pings:
-            return [], [], []
+            return Rows([]), [], []
         if found is None:
             found = self.found(pings)
         book = getattr(states, "book", None)
@@ -326,21 +327,21 @@ class Engine:
             state.prune_sent(ping.ts_ms, self.keep_ms)
             states.put(ping.device_id, state)
         self.stream_ms[partition] = stream_ms
-        return decisions, candidates, gated
+        return Rows(decisions), candidates, gated
 
     def _decide_book(
         self, pings: Sequence[Ping | PresenceCheck], states: BookStates, devices: DeviceBook, partition: int,
         found: Found,
     ) -> Decided:  # fmt: skip
         """:meth:`decide` with gates, presence and campaign checks done by the native presence
-        book, which returns in ping order every campaign decision: suppressions (with their
-        reason) become rows here, notifications are rendered by the Python path's code. The
-        book asks this engine for device records and schedule answers (``schedule_answer``)."""
+        book, which writes the suppressions' records itself (:class:`Written`) and returns the
+        notifications, rendered here by the Python path's code. The book asks this engine for
+        device records and schedule answers (``schedule_answer``)."""
         ids = [p.device_id for p in pings]
         states.prepare(self, ids)
         book = states.book
         kind, ts, lat, lng, acc, speed = found.columns
-        codes, events, stream_ms = book.decide(
+        codes, notify, stream_ms, suppressed = book.decide(
             ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
             self.stream_ms.get(partition, 0), self.index.signed_distance_m,
             lambda device_id: device_status(devices.get(device_id)), self.schedule_answer,
@@ -353,23 +354,14 @@ class Engine:
             ping = pings[k]
             assert isinstance(ping, Ping)  # presence checks pass every gate
             gated.append((ping, names[gates[k]]))
-        decisions: list[DecisionRow] = []
         candidates: list[Candidate] = []
-        version = self.catalog.version
-        for k, what, store_id, campaign_id, visit_ms, reason in events:
+        for k, what, store_id, campaign_id, visit_ms in notify:
             at = pings[k]
-            trigger = BOOK_TRIGGERS[what]
-            if reason is not None:
-                decisions.append(
-                    DecisionRow(
-                        at.device_id, at.ts_ms, store_id, campaign_id, trigger, "suppressed", reason, None, version
-                    )
-                )
-                continue
             device = devices.get(at.device_id)
             assert device is not None  # the book asked for it: reachable
-            self._notify(at, store_id, visit_ms, self.campaign_of[campaign_id], trigger, device, candidates)
-        return decisions, candidates, gated
+            c = self.campaign_of[campaign_id]
+            self._notify(at, store_id, visit_ms, c, BOOK_TRIGGERS[what], device, candidates)
+        return Written(suppressed, pings, self.catalog.version), candidates, gated
 
     def _check_presence(
         self, check: PresenceCheck, states: StateStore, devices: DeviceBook,

@@ -11,11 +11,14 @@ use std::sync::Arc;
 
 use crate::campaigns::{Ask, Caps, Due, Reasons};
 use crate::presence::{Batch, Book, Catalog, Ping, Rules, StoreDue, GATES};
+use crate::records::{json_str, Written};
 use crate::state::{names, Names, State};
 
 #[pyclass(module = "geofences._kernel", unsendable)]
 pub struct PresenceBook {
     book: Book,
+    /// The catalog's version as a JSON string, for the records of its decisions.
+    version: String,
     /// Whether each device is inside some store, as Python last heard it from `visiting` or
     /// as its state was read (`load`): `visiting` reports only the devices where that changed.
     told: HashMap<String, bool>,
@@ -35,6 +38,7 @@ fn strs<'a>(items: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
 #[pyclass(frozen, module = "geofences._kernel")]
 pub struct PresenceCatalog {
     catalog: Arc<Catalog>,
+    version: String, // as a JSON string
 }
 
 #[pymethods]
@@ -44,8 +48,10 @@ impl PresenceCatalog {
     /// [(trigger, store, campaign number, schedule group, dwell ms)] (trigger 1 exit, 2 enter,
     /// 3 dwell; by priority within a store and trigger); the rules (min_accuracy_m,
     /// exit_buffer_m, max_age_s, drive_by_mps, impossible_mps, min_speed_interval_s,
-    /// presence_timeout_s), the state TTL and the longest cap window (ms).
+    /// presence_timeout_s), the state TTL, the longest cap window (ms) and the catalog's
+    /// version (written in its decisions' records).
     #[new]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         fence_stores: Vec<String>,
         campaigns: Vec<(String, i64, i64, i64, i64, i64)>,
@@ -53,6 +59,7 @@ impl PresenceCatalog {
         rules: (f64, f64, f64, f64, f64, f64, f64),
         ttl_ms: i64,
         keep_ms: i64,
+        version: &str,
     ) -> PyResult<Self> {
         let mut names = names();
         let fences = fence_stores.iter().map(|s| names.id(s)).collect();
@@ -91,8 +98,11 @@ impl PresenceCatalog {
             &listed,
             reasons,
         );
+        let mut quoted = String::new();
+        json_str(&mut quoted, version);
         Ok(PresenceCatalog {
             catalog: Arc::new(cat),
+            version: quoted,
         })
     }
 }
@@ -151,6 +161,7 @@ impl PresenceBook {
     fn new() -> Self {
         PresenceBook {
             book: Book::new(Arc::new(Catalog::default())),
+            version: "\"\"".to_owned(),
             told: HashMap::new(),
         }
     }
@@ -158,6 +169,7 @@ impl PresenceBook {
     /// Decide with this catalog from now on (the states held stay: they name stores by id).
     fn configure(&mut self, catalog: &PresenceCatalog) {
         self.book.catalog = Arc::clone(&catalog.catalog);
+        self.version.clone_from(&catalog.version);
     }
 
     /// The devices of `devices` (a list of str) whose state is not held here, once each.
@@ -188,9 +200,9 @@ impl PresenceBook {
     /// Gates, presence and campaign checks of one partition's batch; see
     /// `presence::Book::decide`. `distances(fences, lat, lng)` gives signed distances to fence
     /// boundaries; `device` and `schedule` answer as [`PyAsk`] says. Returns (gate codes,
-    /// [(ping, trigger, store, campaign, visit_ms, reason | None)], stream_ms): each campaign
-    /// decision in order, suppressed for its reason or (None) a notification to render.
-    #[allow(clippy::too_many_arguments)]
+    /// [(ping, trigger, store, campaign, visit_ms)] of the notifications to render, stream_ms,
+    /// the suppressed decisions written as records: [`Suppressions`]), each in decision order.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn decide<'py>(
         &mut self,
         py: Python<'py>,
@@ -208,7 +220,12 @@ impl PresenceBook {
         distances: &Bound<'py, PyAny>,
         device: &Bound<'py, PyAny>,
         schedule: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Bound<'py, PyList>, i64)> {
+    ) -> PyResult<(
+        Bound<'py, PyArray1<u8>>,
+        Bound<'py, PyList>,
+        i64,
+        Suppressions,
+    )> {
         let items = items(devices)?;
         let devs = strs(&items)?;
         let (kind, ts, lat, lng) = (
@@ -290,7 +307,13 @@ impl PresenceBook {
         let (gates, events, stream) = self.book.decide(&batch, &away, stream_ms, &mut ask)?;
         let names = names();
         let out = PyList::empty(py);
+        let mut written = Written::default();
         for e in events {
+            if e.reason.is_some() {
+                let k = e.ping;
+                written.add(&names, e, devs[k], ts[k], &self.version);
+                continue;
+            }
             out.append(PyTuple::new(
                 py,
                 [
@@ -299,14 +322,21 @@ impl PresenceBook {
                     names.name(e.store).into_pyobject(py)?.into_any(),
                     names.name(e.campaign).into_pyobject(py)?.into_any(),
                     e.visit_ms.into_pyobject(py)?.into_any(),
-                    e.reason
-                        .map(|r| names.name(r))
-                        .into_pyobject(py)?
-                        .into_any(),
                 ],
             )?)?;
         }
-        Ok((gates.into_pyarray(py), out, stream))
+        let transitions = written.transitions(|k| (devs[k], ts[k]));
+        let suppressed = Suppressions {
+            keys: written
+                .events
+                .iter()
+                .map(|e| devs[e.ping].to_owned())
+                .collect(),
+            ts: written.events.iter().map(|e| ts[e.ping]).collect(),
+            transitions,
+            written,
+        };
+        Ok((gates.into_pyarray(py), out, stream, suppressed))
     }
 
     /// The reason named by a gate code ("" for none).
@@ -387,5 +417,87 @@ fn rules_of(r: (f64, f64, f64, f64, f64, f64, f64)) -> Rules {
         impossible_mps: r.4,
         min_speed_interval_s: r.5,
         presence_timeout_s: r.6,
+    }
+}
+
+/// A batch's suppressed decisions, written by the book (`records::Written`): the records for
+/// the decisions topic and the counts the metrics need, without a Python object per decision.
+#[pyclass(frozen, module = "geofences._kernel")]
+pub struct Suppressions {
+    written: Written,
+    keys: Vec<String>, // each decision's device
+    ts: Vec<i64>,      // and its ping's time
+    transitions: [usize; 3],
+}
+
+#[pymethods]
+impl Suppressions {
+    fn __len__(&self) -> usize {
+        self.written.ends.len()
+    }
+
+    /// [(key, value)]: each decision's record for the decisions topic (keyed by device).
+    fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let mut last: Option<(&str, Bound<'py, PyBytes>)> = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            let k = match &last {
+                Some((d, b)) if *d == key.as_str() => b.clone(),
+                _ => {
+                    let b = PyBytes::new(py, key.as_bytes());
+                    last = Some((key.as_str(), b.clone()));
+                    b
+                }
+            };
+            let v = PyBytes::new(py, self.written.value(i).as_bytes());
+            out.append(PyTuple::new(py, [k.into_any(), v.into_any()])?)?;
+        }
+        Ok(out)
+    }
+
+    /// [(ping, trigger, store, campaign, visit_ms, reason)] of each decision, for rows.
+    #[allow(clippy::type_complexity)]
+    fn fields(&self) -> Vec<(usize, u8, String, String, i64, String)> {
+        let names = names();
+        self.written
+            .events
+            .iter()
+            .map(|e| {
+                let reason = e.reason.expect("a suppression has a reason");
+                (
+                    e.ping,
+                    e.kind,
+                    names.name(e.store).to_owned(),
+                    names.name(e.campaign).to_owned(),
+                    e.visit_ms,
+                    names.name(reason).to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// [(reason, decisions)] in the order the reasons first appear.
+    fn labels(&self) -> Vec<(String, usize)> {
+        let names = names();
+        self.written
+            .labels()
+            .into_iter()
+            .map(|(r, n)| (names.name(r).to_owned(), n))
+            .collect()
+    }
+
+    /// Each decision's ping time (epoch ms).
+    fn ts_ms<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        self.ts.clone().into_pyarray(py)
+    }
+
+    /// Distinct transitions (device, time, store, trigger) among the decisions, as [(trigger
+    /// code, count)] for exit, enter, dwell: a transition with several campaigns is one.
+    fn transitions(&self) -> Vec<(u8, usize)> {
+        use crate::presence::EXIT;
+        (0..3u8)
+            .map(|i| (EXIT + i, self.transitions[i as usize]))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 }

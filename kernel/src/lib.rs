@@ -15,6 +15,7 @@ pub mod cell;
 pub mod exact;
 pub mod pings;
 pub mod presence;
+pub mod records;
 pub mod state;
 
 use cell::Projector;
@@ -27,7 +28,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 5;
+const API: u32 = 6;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -591,6 +592,15 @@ impl Kernel {
     }
 }
 
+/// Epoch milliseconds as the decision records write a UTC time (`records::iso_utc`; Python's
+/// own is `decisions.decision_row.iso_utc`, tested against this one).
+#[pyfunction]
+fn iso_utc(ts_ms: i64) -> String {
+    let mut s = String::new();
+    records::iso_utc(&mut s, ts_ms);
+    s
+}
+
 /// The H3 cells of points (degrees) at `res`: h3o's cells, ~4x cheaper (see [`cell`]).
 /// Frees the GIL, so the index build's threads convert in parallel.
 #[pyfunction]
@@ -716,6 +726,8 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Kernel>()?;
     m.add_class::<book::PresenceBook>()?;
     m.add_class::<book::PresenceCatalog>()?;
+    m.add_class::<book::Suppressions>()?;
+    m.add_function(wrap_pyfunction!(iso_utc, m)?)?;
     m.add_function(wrap_pyfunction!(cells, m)?)?;
     m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;

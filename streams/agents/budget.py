@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 
+from decisions.decided import Rows
 from decisions.decision_row import DecisionRow
 from decisions.engine import Candidate, apply_budget
 from streams.agents.decide import candidate_loads, observe_decisions
@@ -108,7 +109,7 @@ class BudgetLoop:
                     self.emitted.add(p, nid)
                 outputs.append((p, replace(cand, decision=decision), nid if spend else None))
                 final.append(decision)
-        for (outcome, reason), n in observe_decisions(self.metrics, final, transitions=False).items():
+        for (outcome, reason), n in observe_decisions(self.metrics, Rows(final), transitions=False).items():
             self.counts[f"decision:{outcome}:{reason}"] += n
         # 1. the budget spent, acknowledged: a crash after this can only under-spend
         acks: list[Any] = []

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 
+from decisions.decided import Decisions
 from decisions.decision_row import DecisionRow
 from decisions.engine import Candidate, Engine
 from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
@@ -339,9 +341,7 @@ class DecideLoop:
                 self.metrics.gated.labels(reason=reason).inc(n)
             for (outcome, reason), n in observe_decisions(self.metrics, found).items():
                 self.counts[f"decision:{outcome}:{reason}"] += n
-            sent = await send_records(
-                producer, s.topic_decisions, p, ((d.device_id.encode(), d.dumps()) for d in found)
-            )
+            sent = await send_records(producer, s.topic_decisions, p, found.records())
             acks.extend(x.future for x in sent)
             outbox.extend(((c.decision.campaign_id or "").encode(), candidate_bytes(c)) for c in candidates)
         acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox))
@@ -529,25 +529,23 @@ class DecideLoop:
         return deleted
 
 
-def observe_decisions(
-    metrics: Metrics, found: Sequence[DecisionRow], transitions: bool = True
-) -> Counter[tuple[str, str]]:
-    """Decisions by outcome and reason, their latency from ping time, and distinct transitions;
-    returns the count of every (outcome, reason), notify candidates included.
+def observe_decisions(metrics: Metrics, found: Decisions, transitions: bool = True) -> Counter[tuple[str, str]]:
+    """Decisions by outcome and reason, their latency from ping time, and (``transitions``:
+    the decision step's) distinct transitions; returns the count of every (outcome, reason),
+    notify candidates included.
 
     Notify candidates are counted once, by the budget step that makes them final. Counters are
     incremented once per label, not per decision (a labelled increment costs ~1.5 µs)."""
     now_ms = time.time() * 1000.0
-    by_label: Counter[tuple[str, str]] = Counter([(d.outcome, d.reason) for d in found])  # counted in C
-    moved = {(d.device_id, d.ts_ms, d.store_id, d.transition) for d in found} if transitions else set()
-    final = [d for d in found if not (transitions and d.outcome == "notify")]  # a candidate waits for its budget
-    latencies = [max(0.0, (now_ms - d.ts_ms) / 1000.0) for d in final]
-    observe_many(metrics.decision_latency, latencies)
+    by_label = found.labels()
+    ts_ms = found.ts_ms(notify=not transitions)  # a candidate waits for its budget
+    observe_many(metrics.decision_latency, np.maximum(0.0, (now_ms - ts_ms) / 1000.0))
     for (outcome, reason), n in by_label.items():
         if not (transitions and outcome == "notify"):
             metrics.decisions.labels(outcome=outcome, reason=reason).inc(n)
-    for kind, n in Counter(kind for *_, kind in moved).items():
-        metrics.transitions.labels(kind=kind).inc(n)
+    if transitions:
+        for kind, n in found.transitions().items():
+            metrics.transitions.labels(kind=kind).inc(n)
     return by_label
 
 

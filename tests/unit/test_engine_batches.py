@@ -97,7 +97,8 @@ def test_a_poll_matched_at_once_decides_like_its_partitions_one_by_one() -> None
             else:
                 decided = {p: engine.decide(b, states[p], devices, p) for p, b in batches.items()}  # type: ignore[arg-type]
             for p, (decisions, candidates, gated) in sorted(decided.items()):
-                out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+                out += [x for k, v in decisions.records() for x in (v, b"key " + k)]
+                out += [c.notification.dumps() for c in candidates]
                 out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
         results.append((out, {p: {k: v.dumps() for k, v in s.items()} for p, s in states.items()}))
     assert len(results[0][0]) > 100 and results[0] == results[1]

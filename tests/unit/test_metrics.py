@@ -33,6 +33,7 @@ def test_decision_metrics_count_each_decision_once_and_each_transition_once() ->
     counts those, once final); a transition with several campaigns counts once."""
     from datetime import UTC, datetime, timedelta
 
+    from decisions.decided import Rows
     from decisions.decision_row import DecisionRow
     from streams.agents.decide import observe_decisions
     from streams.metrics import Metrics
@@ -45,7 +46,7 @@ def test_decision_metrics_count_each_decision_once_and_each_transition_once() ->
     m = Metrics()
     found = [decision("c1", "notify", "ok"), decision("c2", "suppressed", "quiet_hours"),
              decision("c3", "suppressed", "quiet_hours"), decision("c1", "suppressed", "cooldown", "d2")]  # fmt: skip
-    by_label = observe_decisions(m, found)
+    by_label = observe_decisions(m, Rows(found))
     assert by_label == {("notify", "ok"): 1, ("suppressed", "quiet_hours"): 2, ("suppressed", "cooldown"): 1}
     text = m.exposition().decode()
     assert 'geopush_decisions_total{outcome="suppressed",reason="quiet_hours"} 2.0' in text
@@ -54,7 +55,7 @@ def test_decision_metrics_count_each_decision_once_and_each_transition_once() ->
     assert "geopush_ping_to_decision_seconds_count 3.0" in text
     assert 'geopush_ping_to_decision_seconds_bucket{le="0.25"} 0.0' in text
     assert 'geopush_ping_to_decision_seconds_bucket{le="0.5"} 3.0' in text
-    observe_decisions(m, [decision("c1", "notify", "ok")], transitions=False)  # the budget step's final one
+    observe_decisions(m, Rows([decision("c1", "notify", "ok")]), transitions=False)  # the budget step's final one
     text = m.exposition().decode()
     assert 'geopush_decisions_total{outcome="notify",reason="ok"} 1.0' in text
     assert "geopush_ping_to_decision_seconds_count 4.0" in text

@@ -52,7 +52,8 @@ def decide_all(
             batches[sum(item.device_id.encode()) % PARTS].append(item)
         decided = engine.decide_poll(batches, views, dict.fromkeys(batches, devices))  # type: ignore[arg-type]
         for p, (decisions, candidates, gated) in sorted(decided.items()):
-            out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+            out += [x for k, v in decisions.records() for x in (v, b"key " + k)]
+            out += [c.notification.dumps() for c in candidates]
             out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
             for d, inside in views[p].visiting():  # the book tells only changes, Python all
                 (watched[p].add if inside else watched[p].discard)(d)
@@ -110,7 +111,8 @@ def test_a_catalog_swap_reconfigures_the_book() -> None:
             if engine is second and not second.stream_ms:
                 second.stream_ms = dict(first.stream_ms)
             decisions, candidates, gated = engine.decide(pings[i : i + 300], view, devices)  # type: ignore[arg-type]
-            out += [d.dumps() for d in decisions] + [c.notification.dumps() for c in candidates]
+            out += [x for k, v in decisions.records() for x in (v, b"key " + k)]
+            out += [c.notification.dumps() for c in candidates]
             out += [orjson.dumps([q.ts_ms, why]) for q, why in gated]
             changes = view.take()
             store.write_states(changes, None)
@@ -284,3 +286,31 @@ def test_the_tight_walks_reach_every_check(tight_engine: Engine) -> None:
         reasons.update(r.get("reason", "notified") for r in records)  # notifications have no reason
     wanted = {"notified", "cooldown", "campaign_cap", "device_cap", "no_device", "opted_out", "no_token", "quiet_hours"}
     assert wanted <= set(reasons), reasons
+
+
+def test_the_books_records_are_the_rows_bytes(tight_engine: Engine) -> None:
+    """The book writes its suppressions' records itself: byte for byte what the Python rows
+    write (orjson), for device ids JSON must escape and times with and without milliseconds."""
+    lat, lng = NEAR[0]
+    odd = ['q"uote', "back\\slash", "new\nline\t\x01\x1f", "café/東京\x7f", "plain"]
+    statuses = ["reachable", "none", "opted_out", "no_token", "reachable"]
+    devices = {d: device(d, s) for d, s in zip(odd, statuses, strict=True)}
+    items: list[Item] = []
+    for k in range(120):
+        away = 0.01 if k % 9 == 4 else 0.0
+        items += [Ping(d, START_MS + k * 90_000 + (i * 250 if k % 2 else 0), lat + away, lng, 5.0, 0.5)
+                  for i, d in enumerate(odd)]  # fmt: skip
+    python = decide_all(tight_engine, items, devices, book=False, keep=3, size=50)
+    native = decide_all(tight_engine, items, devices, book=True, keep=3, size=50)
+    records = [orjson.loads(o) for o in native[0] if o.startswith(b"{") and b'"suppressed"' in o]
+    assert {r["device_id"] for r in records} == set(odd)
+    assert any(".250000Z" in r["ts"] for r in records) and any(r["ts"].endswith(":00Z") for r in records)
+    assert native == python
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(-62_135_596_800_000, 253_402_300_799_999), st.integers(0, 4_102_444_800_000)))
+def test_the_kernel_writes_times_as_the_rows_do(ts_ms: int) -> None:
+    from decisions.decision_row import iso_utc
+
+    assert KERNEL.iso_utc(ts_ms) == iso_utc(ts_ms)
