@@ -28,10 +28,11 @@ from decisions.pings import PingRejected, parse_pings
 from decisions.records import DeadLetter
 from geofences.index import load_kernel
 from geofences.load import load_catalog
-from streams.agents.decide import candidate_bytes, engine_for
+from streams.agents.decide import engine_for
 from streams.device_store import PartitionStore
 from streams.device_view import StoreDevices, state_view
 from streams.heap import Pauses, settle_heap
+from streams.outbox import candidate_bytes
 from streams.phones import simulate
 from streams.settings import load_settings
 

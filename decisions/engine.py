@@ -631,8 +631,9 @@ def device_status(device: Device | None) -> int:
     return REACHABLE if device.token else NO_TOKEN
 
 
-def apply_budget(candidate: Candidate, used: int) -> tuple[DecisionRow, bool]:
-    """The campaign-keyed step: (final decision, whether it spends one unit of budget)."""
-    if candidate.budget is not None and used >= candidate.budget:
-        return candidate.decision.suppressed("budget"), False
-    return candidate.decision, True
+def apply_budget(decision: DecisionRow, budget: int | None, used: int) -> tuple[DecisionRow, bool]:
+    """The campaign-keyed step: a notify decision of a campaign with ``budget`` (None: no
+    limit) of which ``used`` is spent -> (final decision, whether it spends one unit)."""
+    if budget is not None and used >= budget:
+        return decision.suppressed("budget"), False
+    return decision, True

@@ -100,7 +100,7 @@ def replay(
             summary.gated[reason] += 1
         finals = list(decisions)
         for cand in candidates:
-            d, spend = apply_budget(cand, used[cand.decision.campaign_id or ""])
+            d, spend = apply_budget(cand.decision, cand.budget, used[cand.decision.campaign_id or ""])
             if spend:
                 used[cand.decision.campaign_id or ""] += 1
             finals.append(d)

@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import faust
 
 from decisions.decided import Rows
 from decisions.decision_row import DecisionRow
-from decisions.engine import Candidate, apply_budget
-from streams.agents.decide import candidate_loads, observe_decisions
+from decisions.engine import apply_budget
+from streams.agents.decide import observe_decisions
 from streams.emitted import EmittedIds
 from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
+from streams.outbox import Pending
 from streams.produce import producer_kwargs, send_keyed, send_records, warm
 from streams.restore import read_to_end
 from streams.settings import Settings
@@ -83,7 +83,7 @@ class BudgetLoop:
 
     async def handle(self, records: dict[Any, list[Any]]) -> None:
         s, producer = self.settings, self.producer
-        outputs: list[tuple[int, Candidate, bytes | None]] = []  # (partition, decision, notification id if sent)
+        outputs: list[tuple[int, DecisionRow, Pending, bytes | None]] = []  # (partition, final, candidate, id if sent)
         spent: dict[int, set[str]] = {}
         final: list[DecisionRow] = []  # decided here (a duplicate's decision was counted the first time)
         for tp, msgs in records.items():
@@ -91,23 +91,23 @@ class BudgetLoop:
             used = self.used[p]
             for m in msgs:
                 try:
-                    cand = candidate_loads(m.value)
-                except (ValueError, KeyError, TypeError) as exc:
+                    cand = Pending.loads(m.value)
+                except ValueError as exc:
                     self.counts["bad_candidates"] += 1
                     log.error("unreadable candidate at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
                     continue
-                nid: bytes = cand.notification.notification_id.encode()
+                nid: bytes = cand.notification_id.encode()
                 if await self.emitted.seen(p, nid):
                     self.counts["duplicate_candidates"] += 1
-                    outputs.append((p, cand, None))  # its decision again; never its notification
+                    outputs.append((p, cand.decision, cand, None))  # its decision again; never its notification
                     continue
                 campaign = cand.decision.campaign_id or ""
-                decision, spend = apply_budget(cand, used[campaign])
+                decision, spend = apply_budget(cand.decision, cand.budget, used[campaign])
                 if spend:
                     used[campaign] += 1
                     spent.setdefault(p, set()).add(campaign)
                     self.emitted.add(p, nid)
-                outputs.append((p, replace(cand, decision=decision), nid if spend else None))
+                outputs.append((p, decision, cand, nid if spend else None))
                 final.append(decision)
         for (outcome, reason), n in observe_decisions(self.metrics, Rows(final), transitions=False).items():
             self.counts[f"decision:{outcome}:{reason}"] += n
@@ -118,11 +118,11 @@ class BudgetLoop:
             acks.extend(x.future for x in await send_records(producer, budget_changelog(s), p, counts))
         await asyncio.gather(*acks)
         # 2. decisions and notifications
-        decisions = [(cand.decision.device_id.encode(), cand.decision.dumps()) for _, cand, _ in outputs]
+        decisions = [(decision.device_id.encode(), decision.dumps()) for _, decision, _, _ in outputs]
         pushes: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-        for p, cand, sent_id in outputs:
+        for p, _, cand, sent_id in outputs:
             if sent_id is not None:
-                pushes.setdefault(p, []).append((sent_id, cand.notification.dumps()))
+                pushes.setdefault(p, []).append((sent_id, cand.notification))
         sent = await send_keyed(producer, s.topic_decisions, decisions)
         for p, rows in pushes.items():
             sent += await send_records(producer, s.topic_notifications, p, rows)

@@ -24,13 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import orjson
 
 from decisions.decided import Decisions
-from decisions.decision_row import DecisionRow
-from decisions.engine import Candidate, Engine
+from decisions.engine import Engine
 from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
-from decisions.records import DeadLetter, Decision, Device, Notification
+from decisions.records import DeadLetter, Device
 from decisions.state import DeviceState
 from geofences.index import load_kernel
 from geofences.load import Catalog
@@ -39,6 +37,7 @@ from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, 
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, collections_paused, settle_heap
 from streams.metrics import Metrics, observe_many
+from streams.outbox import candidate_bytes
 from streams.produce import Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
@@ -547,19 +546,6 @@ def observe_decisions(metrics: Metrics, found: Decisions, transitions: bool = Tr
         for kind, n in found.transitions().items():
             metrics.transitions.labels(kind=kind).inc(n)
     return by_label
-
-
-def candidate_bytes(c: Candidate) -> bytes:
-    """An outbox record: ``{"decision": …, "notification": …, "budget": n | null}``, the two
-    records as their own ``dumps`` (joined, not serialised again)."""
-    budget = b"null" if c.budget is None else str(c.budget).encode()
-    return b'{"decision":%s,"notification":%s,"budget":%s}' % (c.decision.dumps(), c.notification.dumps(), budget)
-
-
-def candidate_loads(raw: bytes) -> Candidate:
-    obj = orjson.loads(raw)
-    decision = DecisionRow.of(Decision.model_validate(obj["decision"]))
-    return Candidate(decision, Notification.model_validate(obj["notification"]), obj["budget"])
 
 
 EXPIRE_EVERY_S = 900.0
