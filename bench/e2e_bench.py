@@ -343,17 +343,17 @@ async def send_due(
     shared with the broker and the worker under test. ``where``: each key's partition, as found."""
     from streams.produce import partition_of
 
-    batches: dict[int, Any] = {}
+    batches: dict[int, list[Any]] = {}  # each partition's batches, the last one open
 
     def add(key: bytes, value: bytes) -> None:
         part = where.get(key)
         if part is None:
             part = where[key] = partition_of(key, partitions)
-        batch = batches.get(part)
-        if batch is None:
-            batch = batches[part] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            raise RuntimeError("a tick's pings overflow a record batch")
+        open_ = batches.setdefault(part, [])
+        if not open_ or open_[-1].append(key=key, value=value, timestamp=None) is None:
+            open_.append(producer.create_batch())  # the first, or the last one is full
+            if open_[-1].append(key=key, value=value, timestamp=None) is None:
+                raise RuntimeError(f"a ping of {len(value)} bytes does not fit a record batch")
 
     for i in range(start, end):
         p = pings[i]
@@ -362,8 +362,9 @@ async def send_due(
         add(p.device_id.encode(), orjson.dumps(body))
         if i % PROBE_EVERY == 0:
             add(f"probe-{i}".encode(), orjson.dumps({"device_id": f"probe-{i}", "sent_ms": time.time() * 1000}))
-    for part, batch in batches.items():
-        await producer.send_batch(batch, topic, partition=part)
+    for part, full in batches.items():
+        for batch in full:
+            await producer.send_batch(batch, topic, partition=part)
 
 
 TICK_S = 0.002
