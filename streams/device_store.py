@@ -4,6 +4,12 @@ The changelog topic is the truth and the local store a cache of it: every write 
 changelog offset it reflects, in the same atomic batch, so after a restart (or when the
 partition comes back) only the changelog's tail is read. The device records are a copy of the
 compacted ``devices`` topic kept the same way, with the ``devices`` offset they reflect.
+
+RocksDB's write-ahead log is off (as Kafka Streams runs its stores): each batch lands in the
+memtable with the offset it reflects, so after a crash the store reopens at its last flush — a
+consistent earlier point, offsets included — and the changelog's tail brings it up to date.
+The log cost ~0.3 µs of the worker's thread and ~0.6 µs of CPU in all per state written
+(a 436-B state, 400 to a batch, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -41,9 +47,16 @@ class PartitionStore:
         from rocksdict import Options, Rdict
 
         self.path.mkdir(parents=True, exist_ok=True)
+        from rocksdict import WriteOptions
+
         options = Options(raw_mode=True)
         options.set_write_buffer_size(WRITE_BUFFER_BYTES)
-        return Rdict(str(self.path), options=options)
+        db = Rdict(str(self.path), options=options)
+        writes = WriteOptions()
+        # the changelog is the log (see the module's doc); a property, though rocksdict's stub says a method
+        writes.disable_wal = True  # type: ignore[method-assign,assignment]
+        db.set_write_options(writes)
+        return db
 
     # ---------------------------------------------------------------- reads
     def state(self, device_id: str) -> bytes | None:
@@ -88,7 +101,9 @@ class PartitionStore:
             watcher(None)
 
     def close(self) -> None:
+        """Flush what is only in memory (no write-ahead log), then close."""
         if self.path is not None and self.db is not None:
+            self.db.flush()
             self.db.close()
 
     # ---------------------------------------------------------------- internals

@@ -184,3 +184,32 @@ def test_device_view_starts_over_when_the_store_is_reset(store: PartitionStore) 
     store.write_devices([("d1", _device("t2"))], 1)
     got = book.get("d1")
     assert got is not None and got.token == "t2"
+
+
+CRASH = """
+import os, sys
+from pathlib import Path
+from streams.device_store import PartitionStore
+store = PartitionStore(Path(sys.argv[1]))
+value = b"x" * 500
+for poll in range(int(sys.argv[2])):  # each poll: 1,000 devices to the poll's number, its offset
+    store.write_states([(f"dev-{i}", b"%d:" % poll + value) for i in range(1000)], poll + 1)
+os._exit(0)  # killed: no close, no flush
+"""
+
+
+def test_a_killed_store_reopens_at_a_consistent_earlier_point(tmp_path: Path) -> None:
+    """No write-ahead log: what was only in memory is gone after a kill, but what is left is
+    the store as of one batch, the changelog offset with it (the changelog brings the rest)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    polls = 3 * WRITE_BUFFER_BYTES // (500 * 1000) + 2  # past a few flushes
+    subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "p7"), str(polls)], cwd=REPO, check=True)
+    again = PartitionStore(tmp_path / "p7")
+    mark = again.next_offset(CHANGELOG_NEXT)
+    assert 0 < mark <= polls  # flushed batches kept (the newest ones may be lost)
+    assert {int(raw.split(b":")[0]) for _, raw in again.states()} == {mark - 1}  # all of that one batch
+    assert sum(1 for _ in again.states()) == 1000
