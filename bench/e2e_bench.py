@@ -5,6 +5,7 @@
 For each catalog size (the example catalog scaled with synthetic Tokyo stores), the simulator's
 mix of pings goes to a 12-partition topic once; then, side by side on the same messages:
 (a) a raw aiokafka consumer that reads and decodes (orjson) — the ceiling for a Python consumer,
+run before and after (b), the better of the two taken (its rate swings between runs here),
 (b) one geopush worker doing the whole pipeline to decision records,
 (c) two workers in one consumer group (partition split, decisions compared with (b)).
 Then, for the first catalog, pings at half of (b)'s rate with ``ts`` = send time, to measure
@@ -464,15 +465,23 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
             for line in latency_section(args, settings, devices, pings, args.latency_rate, logs, tag, f"lat{i or ''}")
         ]  # fmt: skip
     assert broker.process is not None
-    a = asyncio.run(raw_consumer(one, total, broker.process.pid))
-    raw = a.rate
-    print(f"[{fences} fences] (a) raw consumer {raw:,.0f}/s, CPU µs/ping {a.cpu_us:.1f} (broker {a.broker_us:.1f})")
+    # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
+    # machine, so the ceiling is the better of the two, taken on either side of (b)
+    first = asyncio.run(raw_consumer(one, total, broker.process.pid))
+    print(f"[{fences} fences] (a) raw consumer {first.rate:,.0f}/s, CPU µs/ping {first.cpu_us:.1f} "
+          f"(broker {first.broker_us:.1f})")  # fmt: skip
     b = run_workers(one, 1, total, logs, broker.process.pid, args.worker_log_level)
     print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}, "
           f"CPU µs/ping {b.cpu_us:.1f} (broker {b.broker_us:.1f}), budget caught up in {b.budget_drain_s:.1f} s "
           f"({b.budget_left} left)")  # fmt: skip
+    second = asyncio.run(raw_consumer(one, total, broker.process.pid))
+    print(f"[{fences} fences] (a) again {second.rate:,.0f}/s, CPU µs/ping {second.cpu_us:.1f} "
+          f"(broker {second.broker_us:.1f})")  # fmt: skip
+    a = max(first, second, key=lambda run: run.rate)
+    raw = a.rate
+    both = f"best of {first.rate:,.0f} before (b) and {second.rate:,.0f} after"
     if args.only_one_worker:
-        return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s, (b) one worker **{b.rate:,.0f}/s** "
+        return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
                 f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
                 f"(a) {a.cpu_us:.1f} + broker {a.broker_us:.1f}, (b) {b.cpu_us:.1f} + broker {b.broker_us:.1f}", ""]  # fmt: skip
     c = run_workers(two, 2, total, logs, broker.process.pid, args.worker_log_level)
@@ -486,7 +495,7 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         "",
         "| run | pings/s | ratio | peak RSS per worker | CPU s per worker (wall s) |",
         "|---|---:|---:|---|---|",
-        f"| (a) raw aiokafka consumer + orjson | {raw:,.0f} | — | — | — |",
+        f"| (a) raw aiokafka consumer + orjson | {raw:,.0f} ({both}) | — | — | — |",
         f"| (b) one geopush worker | {b.rate:,.0f} | (b)/(a) = {b.rate / raw:.2f} | "
         f"{', '.join(f'{r:.0f} MiB' for r in b.rss_mb)} | {', '.join(f'{x:.0f}' for x in b.cpu_s)} ({b.wall_s:.0f}) |",
         f"| (c) two workers, one group | {c.rate:,.0f} | (c)/(b) = {c.rate / b.rate:.2f} | "
