@@ -314,3 +314,28 @@ def test_the_kernel_writes_times_as_the_rows_do(ts_ms: int) -> None:
     from decisions.decision_row import iso_utc
 
     assert KERNEL.iso_utc(ts_ms) == iso_utc(ts_ms)
+
+
+def test_the_books_counts_for_the_metrics_are_the_rows_counts(tight_engine: Engine) -> None:
+    """What the decision step's metrics read of the book's suppressions (counts by reason,
+    distinct transitions, ping times) is what the same decisions as rows say."""
+    from decisions.decided import Rows
+
+    lat, lng = NEAR[0]
+    devices = {d: device(d, s) for d, s in zip("abc", ("reachable", "none", "opted_out"), strict=True)}
+    items: list[Item] = []
+    for k in range(200):
+        away = 0.01 if k % 7 == 3 else 0.0
+        items += [Ping(d, START_MS + k * 120_000 + i, lat + away, lng, 5.0, 0.5) for i, d in enumerate("abc")]
+    tight_engine.stream_ms.clear()
+    view = BookStates(PartitionStore(None), KERNEL, 10)
+    seen = 0
+    for i in range(0, len(items), 60):
+        written, _, _ = tight_engine.decide(items[i : i + 60], view, devices)  # type: ignore[arg-type]
+        rows = Rows(list(written))
+        assert written.labels() == rows.labels()
+        assert written.transitions() == rows.transitions()
+        assert written.ts_ms(notify=False).tolist() == rows.ts_ms(notify=False).tolist()
+        seen += len(written)
+        view.written(view.take())
+    assert seen > 100
