@@ -44,11 +44,9 @@ class PartitionStore:
     def _open(self) -> Any:
         if self.path is None:
             return {}
-        from rocksdict import Options, Rdict
+        from rocksdict import Options, Rdict, WriteOptions
 
         self.path.mkdir(parents=True, exist_ok=True)
-        from rocksdict import WriteOptions
-
         options = Options(raw_mode=True)
         options.set_write_buffer_size(WRITE_BUFFER_BYTES)
         db = Rdict(str(self.path), options=options)

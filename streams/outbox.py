@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 
 from decisions.decision_row import DecisionRow
 from decisions.engine import Candidate
+from decisions.records import Transition
 
-TRANSITIONS = ("enter", "exit", "dwell")
+TRANSITIONS: tuple[str, ...] = get_args(Transition)
 
 
 def candidate_bytes(c: Candidate) -> bytes:

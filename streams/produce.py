@@ -48,12 +48,16 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def send_keyed(producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]]) -> list[Sent]:
+async def send_keyed(
+    producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]], known: dict[bytes, int] | None = None
+) -> list[Sent]:
     """:func:`send_records` for keyed records bound for any partition: grouped by the
-    partition of their key (order kept within each), one batch per partition."""
+    partition of their key (order kept within each), one batch per partition. ``known``: the
+    partitions of keys already worked out, kept across calls by a caller whose keys recur."""
     partitions = len(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-    known: dict[bytes, int] = {}  # keys repeat within a poll (a campaign's candidates)
+    if known is None:
+        known = {}  # keys repeat within a poll (a campaign's candidates)
     for key, value in records:
         p = known.get(key)
         if p is None:

@@ -8,13 +8,13 @@
 use std::collections::HashSet;
 
 use crate::presence::{Event, DWELL, ENTER, EXIT};
-use crate::state::Names;
+use crate::state::{plain, Names};
 
 /// A JSON string as orjson writes it: `"` and `\` escaped, control characters as `\b \f \n \r
 /// \t` or `\u00XX` (lower-case hex), everything else (non-ASCII, `/`, DEL) as it is.
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain(s) {
         out.push_str(s);
     } else {
         for c in s.chars() {

@@ -83,13 +83,13 @@ impl Names {
             s.push_str(name);
             s.push('"');
         } else {
-            s.push_str(&serde_json::to_string(name).expect("a str serialises"));
+            crate::records::json_str(s, name);
         }
     }
 }
 
 /// Whether JSON writes `v` as it is, between quotes.
-fn plain(v: &str) -> bool {
+pub fn plain(v: &str) -> bool {
     v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 

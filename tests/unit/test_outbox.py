@@ -86,7 +86,7 @@ def bad(**change: object) -> bytes:
         (bad(budget=True), "budget: an integer or null"),
         (bad(notification__notification_id="n-2"), "notification.notification_id differs"),
         (bad(decision__outcome="suppressed"), "decision.outcome: a candidate is a notify decision"),
-        (bad(decision__transition="walk"), "decision.transition: one of enter, exit, dwell"),
+        (bad(decision__transition="walk"), "decision.transition: one of enter, dwell, exit"),
         (bad(decision__ts="yesterday"), "decision.ts: not an ISO time"),
         (bad(decision__ts="2026-11-24T03:00:00"), "decision.ts: a time without its zone"),
         (bad(decision__device_id=7), "decision.device_id: missing, or not a string"),
