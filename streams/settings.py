@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     store: Literal["rocksdb", "memory"] = Field(
         "rocksdb", description="Where a worker keeps its partitions' device state (memory: rebuilt from the changelog)."
     )
+    poll_max_records: int = Field(
+        20_000, ge=1, le=200_000,
+        description="Most pings the decision step takes per poll. Under a backlog, bigger polls spread each "
+        "poll's fixed cost (a batch per partition to the decisions topic, the changelog and the local store, "
+        "a commit) over more pings; a quiet stream's polls stay small whatever this is.",
+    )  # fmt: skip
     consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")
     state_ttl_days: float = Field(

@@ -44,7 +44,6 @@ from streams.settings import Settings
 from streams.topics import outbox_topic, presence_changelog
 
 log = logging.getLogger("geopush.decide")
-BATCH_MAX = 5000  # records per poll
 POLL_MS = 50
 CHECKPOINTS_IN_FLIGHT = 3  # polls decided ahead of their checkpoints (each waits for the one before)
 SLOW_POLL_S = 1.0  # a poll taking longer is logged with its phases (pings wait that long)
@@ -142,6 +141,7 @@ class DecideLoop:
         self.inflight: deque[asyncio.Future[None]] = deque()  # earlier polls' checkpoints, oldest first
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
+        self.campaign_partitions: dict[bytes, int] = {}  # outbox partition of each campaign key seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
 
@@ -152,7 +152,7 @@ class DecideLoop:
         s = self.settings
         consumer = AIOKafkaConsumer(
             group_id=decide_group(s), enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=BATCH_MAX, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            max_poll_records=s.poll_max_records, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
         )  # fmt: skip
         self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
@@ -169,7 +169,7 @@ class DecideLoop:
         log.info("decide started: group %s, %s -> %s", decide_group(s), s.topic_pings, s.topic_decisions)
         try:
             while True:
-                records = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_MAX)
+                records = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.poll_max_records)
                 async with self.lock:
                     if self.failure is not None:
                         raise self.failure
@@ -343,7 +343,7 @@ class DecideLoop:
             sent = await send_records(producer, s.topic_decisions, p, found.records())
             acks.extend(x.future for x in sent)
             outbox.extend(((c.decision.campaign_id or "").encode(), candidate_bytes(c)) for c in candidates)
-        acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox))
+        acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox, self.campaign_partitions))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in records.items()}
         n = sum(len(msgs) for msgs in records.values())
