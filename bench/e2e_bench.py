@@ -296,38 +296,59 @@ def state_bytes(s: Settings) -> list[int]:
     return list(latest.values())
 
 
+@dataclass(frozen=True)
+class LoadCpu:
+    """Cores each process used while the latency run's load was sent (of the machine's)."""
+
+    generator: float
+    worker: float
+    broker: float
+
+    def line(self) -> str:
+        return (
+            f"cores used during the load: load generator {self.generator:.2f}, worker {self.worker:.2f}, "
+            f"broker {self.broker:.2f} (of {os.cpu_count()})"
+        )
+
+
 async def latency_run(
-    s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0
-) -> tuple[list[float], list[float], str, list[float], float]:
+    s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0)
+) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:
     """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds``. Milliseconds (a) from
     ping time to each decision record, (b) from sending a probe (an unusable ping, one in
     PROBE_EVERY) to its dead letter — both over the measured ``seconds`` only — and (c) the
     probes of the warm-up (a fresh worker's first seconds: cold topics, caches, device records);
-    and the seconds measured (fewer than asked when ``pings`` run out)."""
+    the seconds measured (fewer than asked when ``pings`` run out); and the cores the load
+    generator, the worker and the broker (``pids``) used while it was sent."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
     n = min(len(pings), int(rate * (seconds + warmup)))
+    bodies = encoded(pings[:n])
     # the load generator's own heap (the simulated pings, earlier runs' records) out of the
     # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
     gc.collect()
     gc.freeze()
+    cpu_before = time.process_time(), *(proc_stats(pid)[1] if pid else 0.0 for pid in pids)
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
-        sent_to, where = 0, {}
+        sent_to, where = 0, dict[bytes, int]()
         while sent_to < n:
             due = min(n, int((time.perf_counter() - started) * rate) + 1)  # pings due by now
             if due > sent_to:
-                await send_due(producer, s.topic_pings, where, pings, sent_to, due)
+                await send_due(producer, s.topic_pings, where, bodies, sent_to, due)
                 sent_to = due
             await asyncio.sleep(TICK_S)
         await producer.flush()
+        wall = time.perf_counter() - started
+        cpu_after = time.process_time(), *(proc_stats(pid)[1] if pid else 0.0 for pid in pids)
     finally:
         gc.unfreeze()
         await producer.stop()
+    used = LoadCpu(*((b - a) / wall for a, b in zip(cpu_before, cpu_after, strict=True)))
     await asyncio.sleep(5)
     decided = [(Decision.loads(m.value).ts.timestamp() * 1000, m.timestamp)
                for m in await read_all(s, s.topic_decisions)]  # fmt: skip
@@ -343,10 +364,26 @@ async def latency_run(
     by_window = ", ".join(
         f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items())
     )
-    return decisions, [b - a for a, b in sent], by_window, cold, n / rate - warmup
+    return decisions, [b - a for a, b in sent], by_window, cold, n / rate - warmup, used
 
 
-async def send_due(producer: Any, topic: str, where: dict[bytes, int], pings: list[Any], start: int, end: int) -> None:
+TS_SLOT = b'"ts":1000000000000'  # a 13-digit ts in each encoded ping, replaced at send time
+
+
+def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
+    """(key, body) of each ping for the latency run, its ts a slot :func:`send_due` fills in
+    (encoding each ping as it is sent cost the load generator ~2 µs of the same two cores)."""
+    out = []
+    for p in pings:
+        body = {**p.body, "ts": 1_000_000_000_000}
+        body.pop("speed_mps", None)
+        out.append((p.device_id.encode(), orjson.dumps(body)))
+    return out
+
+
+async def send_due(
+    producer: Any, topic: str, where: dict[bytes, int], bodies: list[tuple[bytes, bytes]], start: int, end: int
+) -> None:
     """Pings ``start`` to ``end`` with ts = now, and a probe (an unusable ping whose dead letter
     times the whole path) every PROBE_EVERY, as one record batch per partition: a ``send`` per
     record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
@@ -355,11 +392,10 @@ async def send_due(producer: Any, topic: str, where: dict[bytes, int], pings: li
     from streams.produce import send_keyed
 
     records: list[tuple[bytes, bytes]] = []
+    now = b'"ts":%d' % int(time.time() * 1000)
     for i in range(start, end):
-        p = pings[i]
-        body = {**p.body, "ts": int(time.time() * 1000)}
-        body.pop("speed_mps", None)
-        records.append((p.device_id.encode(), orjson.dumps(body)))
+        key, body = bodies[i]
+        records.append((key, body.replace(TS_SLOT, now, 1)))
         if i % PROBE_EVERY == 0:
             probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": time.time() * 1000})
             records.append((f"probe-{i}".encode(), probe))
@@ -457,10 +493,13 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     t = time.perf_counter()
     asyncio.run(produce(one, devices, pings))
     print(f"[{fences} fences] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
+    assert broker.process is not None
     if args.latency_rate:  # repeated: each run a fresh worker and fresh topics on the same broker
         return [
             line for i in range(args.latency_repeat)
-            for line in latency_section(args, settings, devices, pings, args.latency_rate, logs, tag, f"lat{i or ''}")
+            for line in latency_section(
+                args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid, f"lat{i or ''}"
+            )
         ]  # fmt: skip
     assert broker.process is not None
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
@@ -519,14 +558,15 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
         "",
     ]
     if latency:
-        rows += latency_section(args, settings, devices, pings, b.rate / 2, logs, tag)
+        rows += latency_section(args, settings, devices, pings, b.rate / 2, logs, tag, broker.process.pid)
     print("\n".join(rows))
     return rows
 
 
 def latency_section(
-    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str, app: str = "lat"
-) -> list[str]:
+    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str,
+    broker_pid: int, app: str = "lat",
+) -> list[str]:  # fmt: skip
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
     import httpx
 
@@ -549,8 +589,8 @@ def latency_section(
             time.sleep(0.5)
         time.sleep(3)
         warmup = args.latency_warmup
-        lat, probes, by_window, cold, measured = asyncio.run(
-            latency_run(lat_s, pings, rate, args.latency_seconds, warmup)
+        lat, probes, by_window, cold, measured, cpu = asyncio.run(
+            latency_run(lat_s, pings, rate, args.latency_seconds, warmup, (proc.pid, broker_pid))
         )
     finally:
         proc.terminate()
@@ -567,7 +607,7 @@ def latency_section(
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
         f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
         f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
-        f"  Dead-letter p50/p99 ms per 5 s of load: {by_window}.",
+        f"  Dead-letter p50/p99 ms per 5 s of load: {by_window}; {cpu.line()}.",
         "",
     ]
 
