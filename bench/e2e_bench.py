@@ -42,6 +42,7 @@ from geofences.load import load_catalog
 from streams.groups import budget_group, decide_group
 from streams.local_kafka import LocalKafka, _die_with_parent, free_port
 from streams.phones import simulate
+from streams.produce import KeyPartitions, send_keyed
 from streams.settings import Settings, environ_for, load_settings
 from streams.topics import ensure_topics, outbox_topic, presence_changelog
 
@@ -335,7 +336,7 @@ async def latency_run(
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
-        sent_to, where = 0, dict[bytes, int]()
+        sent_to, where = 0, KeyPartitions()
         while sent_to < n:
             due = min(n, int((time.perf_counter() - started) * rate) + 1)  # pings due by now
             if due > sent_to:
@@ -382,15 +383,13 @@ def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
 
 
 async def send_due(
-    producer: Any, topic: str, where: dict[bytes, int], bodies: list[tuple[bytes, bytes]], start: int, end: int
+    producer: Any, topic: str, where: KeyPartitions, bodies: list[tuple[bytes, bytes]], start: int, end: int
 ) -> None:
     """Pings ``start`` to ``end`` with ts = now, and a probe (an unusable ping whose dead letter
     times the whole path) every PROBE_EVERY, as one record batch per partition: a ``send`` per
     record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
     shared with the broker and the worker under test. ``where``: each key's partition, kept
-    across ticks (murmur2 in Python is ~2 µs a key)."""
-    from streams.produce import send_keyed
-
+    across ticks."""
     records: list[tuple[bytes, bytes]] = []
     now = b'"ts":%d' % int(time.time() * 1000)
     for i in range(start, end):
@@ -501,7 +500,6 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
                 args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid, f"lat{i or ''}"
             )
         ]  # fmt: skip
-    assert broker.process is not None
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
     # machine, so the ceiling is the better of the two, taken on either side of (b)
     first = asyncio.run(raw_consumer(one, total, broker.process.pid))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 BATCH_BYTES = 512 * 1024  # well under the broker's default message.max.bytes (1 MiB)
@@ -48,21 +48,36 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+@dataclass
+class KeyPartitions:
+    """Keys' partitions worked out for a topic of ``partitions`` partitions, kept across calls
+    by a caller whose keys recur (murmur2 in Python is ~2 µs a key); forgotten when the topic's
+    partition count changes, as the producer's own partitioner would then move the keys."""
+
+    partitions: int = 0
+    of: dict[bytes, int] = field(default_factory=dict)
+
+    def partition(self, key: bytes, partitions: int) -> int:
+        if partitions != self.partitions:
+            self.partitions, self.of = partitions, {}
+        p = self.of.get(key)
+        if p is None:
+            p = self.of[key] = partition_of(key, partitions)
+        return p
+
+
 async def send_keyed(
-    producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]], known: dict[bytes, int] | None = None
+    producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]], known: KeyPartitions | None = None
 ) -> list[Sent]:
     """:func:`send_records` for keyed records bound for any partition: grouped by the
     partition of their key (order kept within each), one batch per partition. ``known``: the
-    partitions of keys already worked out, kept across calls by a caller whose keys recur."""
+    keys' partitions kept by the caller across calls."""
     partitions = len(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
     if known is None:
-        known = {}  # keys repeat within a poll (a campaign's candidates)
+        known = KeyPartitions()  # keys repeat within a poll (a campaign's candidates)
     for key, value in records:
-        p = known.get(key)
-        if p is None:
-            p = known[key] = partition_of(key, partitions)
-        by_partition.setdefault(p, []).append((key, value))
+        by_partition.setdefault(known.partition(key, partitions), []).append((key, value))
     sent: list[Sent] = []
     for p, rows in by_partition.items():
         sent += await send_records(producer, topic, p, rows)

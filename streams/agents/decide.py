@@ -38,7 +38,7 @@ from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, collections_paused, settle_heap
 from streams.metrics import Metrics, observe_many
 from streams.outbox import candidate_bytes
-from streams.produce import Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
+from streams.produce import KeyPartitions, Sent, next_offset, producer_kwargs, send_keyed, send_records, warm
 from streams.restore import end_offsets, read_to_end
 from streams.settings import Settings
 from streams.topics import outbox_topic, presence_changelog
@@ -141,7 +141,7 @@ class DecideLoop:
         self.inflight: deque[asyncio.Future[None]] = deque()  # earlier polls' checkpoints, oldest first
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
-        self.campaign_partitions: dict[bytes, int] = {}  # outbox partition of each campaign key seen
+        self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
 
