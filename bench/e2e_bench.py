@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import platform
 import random
@@ -54,26 +55,55 @@ BUDGET_DRAIN_S = 120.0  # at most this long for the budget step to catch up once
 PROBE_EVERY = 50
 
 
-def scaled_catalog(fences: int, out: Path, seed: int = 7, tags: Sequence[str] = ("cafe", "tokyo")) -> Path:
-    """The example catalog plus synthetic cafés (circles 50–300 m, some octagons) over greater Tokyo;
-    ``tags``: the synthetic stores' (without "cafe" the example's café campaigns skip them)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("defaults.yaml", "campaigns.yaml"):
-        shutil.copy(REPO / "config" / "catalog" / name, out / name)
-    base = yaml.safe_load((REPO / "config" / "catalog" / "stores.yaml").read_text())["stores"]
+TOKYO_BOX = (35.55, 35.82, 139.55, 139.92)  # lat, lat, lng, lng: greater Tokyo, ~1,000 km²
+DENSE_AT = 10_000  # synthetic stores a TOKYO_BOX holds in the "spread" layout (~10 a km²)
+LAYOUTS = ("spread", "dense")
+
+
+def store_box(fences: int, layout: str) -> tuple[float, float, float, float]:
+    """Where the synthetic stores go: "dense" packs any number into greater Tokyo (at 100k ~10
+    fences over every point, so nearly every ping is inside ~10 of them); "spread" keeps the
+    density of 10k there by growing the box about its centre with the count (100k: a
+    Kanto-sized box), as a real catalog of 100k stores is a country's, not a city's."""
+    lat0, lat1, lng0, lng1 = TOKYO_BOX
+    if layout == "dense" or fences <= DENSE_AT:
+        return TOKYO_BOX
+    k = (fences / DENSE_AT) ** 0.5
+    clat, clng, hlat, hlng = (lat0 + lat1) / 2, (lng0 + lng1) / 2, (lat1 - lat0) / 2 * k, (lng1 - lng0) / 2 * k
+    return clat - hlat, clat + hlat, clng - hlng, clng + hlng
+
+
+def synthetic_stores(
+    n: int, seed: int, tags: Sequence[str], box: tuple[float, float, float, float]
+) -> list[dict[str, Any]]:
+    """Cafés (circles 50–300 m, some octagons) spread evenly over ``box`` (see :func:`store_box`);
+    ``tags``: theirs (without "cafe" the example's café campaigns skip them)."""
     rng = random.Random(seed)
-    stores = list(base)
-    for i in range(fences - len(base)):
-        lat, lng = rng.uniform(35.55, 35.82), rng.uniform(139.55, 139.92)
+    lat0, lat1, lng0, lng1 = box
+    stores = []
+    for i in range(n):
+        lat, lng = rng.uniform(lat0, lat1), rng.uniform(lng0, lng1)
         if rng.random() < 0.7:
             fence: dict[str, Any] = {"circle": {"lat": round(lat, 6), "lng": round(lng, 6),
                                                 "radius_m": rng.randint(50, 300)}}  # fmt: skip
         else:
             r = rng.uniform(0.0006, 0.002)
-            ring = [[round(lat + r * __import__("math").sin(k * 0.785), 6),
-                     round(lng + 1.2 * r * __import__("math").cos(k * 0.785), 6)] for k in range(8)]  # fmt: skip
+            ring = [[round(lat + r * math.sin(k * 0.785), 6),
+                     round(lng + 1.2 * r * math.cos(k * 0.785), 6)] for k in range(8)]  # fmt: skip
             fence = {"polygon": ring}
         stores.append({"id": f"syn-{i:06d}", "name": f"Cafe {i}", "tags": list(tags), "geofence": fence})
+    return stores
+
+
+def scaled_catalog(
+    fences: int, out: Path, seed: int = 7, tags: Sequence[str] = ("cafe", "tokyo"), layout: str = "dense"
+) -> Path:
+    """The example catalog plus :func:`synthetic_stores` up to ``fences`` stores, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("defaults.yaml", "campaigns.yaml"):
+        shutil.copy(REPO / "config" / "catalog" / name, out / name)
+    base = yaml.safe_load((REPO / "config" / "catalog" / "stores.yaml").read_text())["stores"]
+    stores = list(base) + synthetic_stores(fences - len(base), seed, tags, store_box(fences, layout))
     (out / "stores.yaml").write_text(yaml.safe_dump({"stores": stores}, allow_unicode=True, sort_keys=False))
     return out
 
@@ -428,6 +458,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pings", type=int, default=1_000_000)
     ap.add_argument("--fences", default="10000,100000")
+    ap.add_argument("--layout", choices=(*LAYOUTS, "both"), default="both",
+                    help="of the synthetic stores past 10k (see store_box); both: each catalog size in both")  # fmt: skip
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
     ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
@@ -445,8 +477,8 @@ def main() -> None:
     broker.start()
     lines: list[str] = []
     try:
-        for fences in [int(f) for f in args.fences.split(",")]:
-            lines += bench_catalog(broker, fences, args, work, logs, latency=fences == int(args.fences.split(",")[0]))
+        for i, (fences, layout) in enumerate(catalogs(args.fences, args.layout)):
+            lines += bench_catalog(broker, fences, layout, args, work, logs, latency=i == 0)
     finally:
         broker.stop()
     header = [
@@ -455,6 +487,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with the broker and the load generator), "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}.",
         f"Command: `python -m bench.e2e_bench --pings {args.pings} --fences {args.fences}"
+        + (f" --layout {args.layout}" if args.layout != "both" else "")
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
         + "`.",
         "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
@@ -465,13 +498,45 @@ def main() -> None:
     print("\n".join(header + lines))
 
 
-def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: Path, latency: bool) -> list[str]:
-    catalog_dir = scaled_catalog(fences, work / f"catalog-{fences}")
+def catalogs(fences: str, layout: str) -> list[tuple[int, str]]:
+    """(fences, layout) of each catalog to run; at 10k or fewer the layouts are the same stores."""
+    layouts = LAYOUTS if layout == "both" else (layout,)
+    out = []
+    for n in (int(f) for f in fences.split(",")):
+        out += [(n, lay) for lay in layouts] if n > DENSE_AT else [(n, layouts[0])]
+    return out
+
+
+def inside_fences(catalog: Any, pings: list[Any]) -> tuple[float, float]:
+    """(share of the pings inside at least one fence, fences around a ping on average)."""
+    import numpy as np
+
+    from geofences.index import FenceIndex
+
+    lat = np.array([p.body["lat"] for p in pings], dtype=np.float64)
+    lng = np.array([p.body["lng"] for p in pings], dtype=np.float64)
+    per_ping = np.bincount(FenceIndex(catalog.fences).match(lat, lng).ping, minlength=len(pings))
+    return float((per_ping > 0).mean()), float(per_ping.mean())
+
+
+def bench_catalog(
+    broker: LocalKafka, fences: int, layout: str, args: Any, work: Path, logs: Path, latency: bool
+) -> list[str]:
+    dense = layout == "dense" and fences > DENSE_AT
+    tag = f"f{fences}" + ("d" if dense else "")
+    catalog_dir = scaled_catalog(fences, work / f"catalog-{tag}", layout=layout)
     catalog = load_catalog([catalog_dir])
     devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), seed=4)
     pings = pings[: args.pings]
     total = len(pings)
-    tag = f"f{fences}"
+    inside, around = inside_fences(catalog, pings)
+    lat0, lat1, lng0, lng1 = store_box(fences, layout)
+    box = layout if fences > DENSE_AT else "greater Tokyo"
+    where = (
+        f"synthetic stores in {lat0:.2f}–{lat1:.2f} N, {lng0:.2f}–{lng1:.2f} E ({box}); "
+        f"{inside:.0%} of the pings inside a fence, {around:.1f} fences around a ping on average"
+    )
+    print(f"[{tag}] {where}")
 
     def settings(app: str) -> Settings:
         """One run's settings. The silent-device sweep is off: it decides exits at wall-clock
@@ -491,7 +556,7 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     ensure_topics(two)
     t = time.perf_counter()
     asyncio.run(produce(one, devices, pings))
-    print(f"[{fences} fences] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
+    print(f"[{tag}] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
     assert broker.process is not None
     if args.latency_rate:  # repeated: each run a fresh worker and fresh topics on the same broker
         return [
@@ -503,30 +568,33 @@ def bench_catalog(broker: LocalKafka, fences: int, args: Any, work: Path, logs: 
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
     # machine, so the ceiling is the better of the two, taken on either side of (b)
     first = asyncio.run(raw_consumer(one, total, broker.process.pid))
-    print(f"[{fences} fences] (a) raw consumer {first.rate:,.0f}/s, CPU µs/ping {first.cpu_us:.1f} "
+    print(f"[{tag}] (a) raw consumer {first.rate:,.0f}/s, CPU µs/ping {first.cpu_us:.1f} "
           f"(broker {first.broker_us:.1f})")  # fmt: skip
     b = run_workers(one, 1, total, logs, broker.process.pid, args.worker_log_level)
-    print(f"[{fences} fences] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}, "
+    print(f"[{tag}] (b) one worker {b.rate:,.0f}/s, RSS {b.rss_mb}, CPU {b.cpu_s}, "
           f"CPU µs/ping {b.cpu_us:.1f} (broker {b.broker_us:.1f}), budget caught up in {b.budget_drain_s:.1f} s "
           f"({b.budget_left} left)")  # fmt: skip
     second = asyncio.run(raw_consumer(one, total, broker.process.pid))
-    print(f"[{fences} fences] (a) again {second.rate:,.0f}/s, CPU µs/ping {second.cpu_us:.1f} "
+    print(f"[{tag}] (a) again {second.rate:,.0f}/s, CPU µs/ping {second.cpu_us:.1f} "
           f"(broker {second.broker_us:.1f})")  # fmt: skip
     a = max(first, second, key=lambda run: run.rate)
     raw = a.rate
     both = f"best of {first.rate:,.0f} before (b) and {second.rate:,.0f} after"
     if args.only_one_worker:
-        return [f"- {fences:,} fences, {total:,} pings: (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
+        shares = f"{inside:.0%} inside a fence, {around:.1f} around a ping"
+        return [f"- {fences:,} fences{' (dense)' if dense else ''}, {total:,} pings ({shares}): (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
                 f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
                 f"(a) {a.cpu_us:.1f} + broker {a.broker_us:.1f}, (b) {b.cpu_us:.1f} + broker {b.broker_us:.1f}", ""]  # fmt: skip
     c = run_workers(two, 2, total, logs, broker.process.pid, args.worker_log_level)
-    print(f"[{fences} fences] (c) two workers {c.rate:,.0f}/s, split {c.split}")
+    print(f"[{tag}] (c) two workers {c.rate:,.0f}/s, split {c.split}")
     db, dc = decisions_of(one), decisions_of(two)
     lost = sum((db - dc).values())
     dup = sum((dc - db).values())
     sizes = state_bytes(one)
     rows = [
-        f"## {fences:,} fences, {total:,} pings ({len(devices):,} devices)",
+        f"## {fences:,} fences{' (dense)' if dense else ''}, {total:,} pings ({len(devices):,} devices)",
+        "",
+        f"{where[0].upper()}{where[1:]}.",
         "",
         "| run | pings/s | ratio | peak RSS per worker | CPU s per worker (wall s) |",
         "|---|---:|---:|---|---|",

@@ -34,6 +34,7 @@ from geofences.index import load_kernel
 from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
+from streams.fetched import Columns, columns_of, columns_supported, getmany_columns
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, collections_paused, settle_heap
 from streams.metrics import Metrics, observe_many
@@ -166,10 +167,13 @@ class DecideLoop:
         )
         await self.devices_consumer.start()
         await consumer.start()
+        columns = columns_supported(consumer)
+        if not columns:
+            log.warning("this aiokafka's fetcher is not the one geopush reads as columns: reading records one by one")
         log.info("decide started: group %s, %s -> %s", decide_group(s), s.topic_pings, s.topic_decisions)
         try:
             while True:
-                records = await consumer.getmany(timeout_ms=POLL_MS, max_records=s.poll_max_records)
+                records = await self.poll(consumer, columns)
                 async with self.lock:
                     if self.failure is not None:
                         raise self.failure
@@ -178,7 +182,7 @@ class DecideLoop:
                     await self.follow_devices()
                     # a rebalance may have taken a partition between the poll and the lock: its
                     # records are left (not committed) for the new owner
-                    records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.stores}
+                    records = {tp: cols for tp, cols in records.items() if tp.partition in self.stores}
                     if not records:
                         continue
                     self.observe_age(records)
@@ -195,6 +199,14 @@ class DecideLoop:
             await self.producer.stop()
             for store in self.stores.values():
                 store.close()
+
+    async def poll(self, consumer: Any, columns: bool) -> dict[Any, Columns]:
+        """The next poll's pings, each partition's as columns (:mod:`streams.fetched`)."""
+        limit = self.settings.poll_max_records
+        if columns:
+            return await getmany_columns(consumer, POLL_MS, limit)
+        fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=limit)
+        return {tp: columns_of(msgs) for tp, msgs in fetched.items()}
 
     def chain(self, consumer: Any, cp: Checkpoint) -> None:
         """Start a poll's checkpoint, following the newest one in flight."""
@@ -223,14 +235,14 @@ class DecideLoop:
         except Exception as exc:
             self.failure = exc
 
-    def observe_age(self, records: dict[Any, list[Any]]) -> None:
+    def observe_age(self, records: dict[Any, Columns]) -> None:
         """How long the poll's oldest ping waited before the step got it (and, at DEBUG, per poll)."""
-        oldest = min(msgs[0].timestamp for msgs in records.values())
+        oldest = min(cols.first_ts for cols in records.values())
         age = max(0.0, time.time() - oldest / 1000.0)
         self.metrics.poll_age.observe(age)
         if log.isEnabledFor(logging.DEBUG):
             busy = sum(1 for t in self.inflight if not t.done())
-            n = sum(len(m) for m in records.values())
+            n = sum(len(cols) for cols in records.values())
             log.debug("poll: %d records, oldest %.0f ms old, checkpoints in flight %d", n, age * 1000, busy)
 
     def observe_poll(self, records: int, seconds: float, phases: dict[str, float]) -> None:
@@ -243,7 +255,7 @@ class DecideLoop:
         else:
             log.debug("poll checkpointed: %d records in %.0f ms (%s)", records, seconds * 1000, where)
 
-    async def decide_poll(self, records: dict[Any, list[Any]]) -> Checkpoint:
+    async def decide_poll(self, records: dict[Any, Columns]) -> Checkpoint:
         """Decide one poll and queue its outputs; return what its checkpoint must make durable."""
         try:
             return await self._decide_poll(records)
@@ -303,7 +315,7 @@ class DecideLoop:
         for view in self.views.values():
             view.forget()
 
-    async def _decide_poll(self, records: dict[Any, list[Any]]) -> Checkpoint:
+    async def _decide_poll(self, records: dict[Any, Columns]) -> Checkpoint:
         began = time.perf_counter()
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
@@ -311,19 +323,19 @@ class DecideLoop:
         changes: dict[int, Changes] = {}
         matched_before = engine.matched_pings
         batches: dict[int, list[Ping | PresenceCheck]] = {}
-        for tp, msgs in records.items():
+        for tp, cols in records.items():
             p = tp.partition
-            batches[p], rejected = parse_pings([m.value for m in msgs], [m.key for m in msgs])
+            batches[p], rejected = parse_pings(cols.values, cols.keys)
             for i, exc in rejected:
-                m = msgs[i]
+                value, key = cols.values[i], cols.keys[i]
                 self.counts[f"invalid:{exc.reason}"] += 1
                 self.metrics.invalid.labels(reason=exc.reason).inc()
                 letter = DeadLetter.of(
-                    m.value, m.key, exc.reason, exc.detail, m.topic, m.partition, m.offset, datetime.now(UTC)
+                    value, key, exc.reason, exc.detail, tp.topic, p, cols.offsets[i], datetime.now(UTC)
                 )
-                acks.append(await producer.send(s.topic_pings_dlq, key=m.key, value=letter.dumps(), partition=p))
-            self.counts["pings"] += len(msgs)
-            self.metrics.pings.inc(len(msgs))
+                acks.append(await producer.send(s.topic_pings_dlq, key=key, value=letter.dumps(), partition=p))
+            self.counts["pings"] += len(cols)
+            self.metrics.pings.inc(len(cols))
         decided = engine.decide_poll(batches, self.views, self.devices)
         outbox: list[tuple[bytes, bytes]] = []  # candidates, keyed by campaign (the budget step's key)
         for p, (found, candidates, gated) in decided.items():
@@ -345,8 +357,8 @@ class DecideLoop:
             outbox.extend(((c.decision.campaign_id or "").encode(), candidate_bytes(c)) for c in candidates)
         acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox, self.campaign_partitions))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
-        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in records.items()}
-        n = sum(len(msgs) for msgs in records.values())
+        offsets = {tp: cols.offsets[-1] + 1 for tp, cols in records.items()}
+        n = sum(len(cols) for cols in records.values())
         return Checkpoint(n, acks, changes, offsets, began, time.perf_counter() - began)
 
     async def log_states(self, changes: dict[int, Changes]) -> list[tuple[int, Changes, list[Sent]]]:

@@ -1,0 +1,47 @@
+"""The end-to-end benchmark's scaled catalogs: where the synthetic stores go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bench.e2e_bench import DENSE_AT, REPO, TOKYO_BOX, catalogs, scaled_catalog, store_box, synthetic_stores
+
+
+def area(box: tuple[float, float, float, float]) -> float:
+    lat0, lat1, lng0, lng1 = box
+    return (lat1 - lat0) * (lng1 - lng0)
+
+
+def test_spread_keeps_the_density_of_10k_and_dense_packs_tokyo() -> None:
+    assert store_box(DENSE_AT, "spread") == store_box(DENSE_AT, "dense") == TOKYO_BOX
+    assert store_box(100_000, "dense") == TOKYO_BOX
+    spread = store_box(100_000, "spread")
+    assert abs(area(spread) / area(TOKYO_BOX) - 10.0) < 1e-9
+    centre = lambda b: ((b[0] + b[1]) / 2, (b[2] + b[3]) / 2)  # noqa: E731
+    assert centre(spread) == centre(TOKYO_BOX)
+
+
+def test_catalogs_run_each_layout_only_where_they_differ() -> None:
+    assert catalogs("10000,100000", "both") == [(10_000, "spread"), (100_000, "spread"), (100_000, "dense")]
+    assert catalogs("100000", "dense") == [(100_000, "dense")]
+
+
+def test_synthetic_stores_fill_the_box_they_are_given() -> None:
+    box = store_box(12_000, "spread")
+    stores = synthetic_stores(12_000, 7, ("cafe",), box)
+    assert len(stores) == 12_000 and all(s["tags"] == ["cafe"] for s in stores)
+    circles = [s["geofence"]["circle"] for s in stores if "circle" in s["geofence"]]
+    lats, lngs = [c["lat"] for c in circles], [c["lng"] for c in circles]
+    lat0, lat1, lng0, lng1 = box
+    assert lat0 <= min(lats) < TOKYO_BOX[0] and TOKYO_BOX[1] < max(lats) <= lat1
+    assert lng0 <= min(lngs) < TOKYO_BOX[2] and TOKYO_BOX[3] < max(lngs) <= lng1
+
+
+def test_scaled_catalog_is_the_example_plus_synthetic_stores(tmp_path: Path) -> None:
+    folder = scaled_catalog(100, tmp_path / "c", layout="spread")
+    stores = yaml.safe_load((folder / "stores.yaml").read_text())["stores"]
+    example = yaml.safe_load((REPO / "config" / "catalog" / "stores.yaml").read_text())["stores"]
+    assert len(stores) == 100 and stores[: len(example)] == example
+    assert {p.name for p in folder.iterdir()} == {"stores.yaml", "campaigns.yaml", "defaults.yaml"}
