@@ -136,6 +136,9 @@ def take(records: Any, tp: Any, max_records: int) -> tuple[Columns, bool]:
     key, value, offset = keys.append, values.append, offsets.append
     first_ts: int | None = None
     source = records._records
+    # aiokafka's own reader of these records, never started here: dropped, as it would drop it
+    # once read, or it keeps them (up to a fetch's bytes) in a cycle for the collector to find
+    records._records_iterator = None
     batch = getattr(records, BATCH, None)
     n = 0
     while n < max_records:

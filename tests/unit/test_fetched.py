@@ -3,7 +3,9 @@ record and position for position (batches built by aiokafka's builder, as a brok
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 from typing import Any
 
 import pytest
@@ -92,3 +94,16 @@ def test_a_corrupt_batch_is_refused_with_its_partition() -> None:
     with pytest.raises(CorruptRecordException, match=r"Invalid CRC.*pings.*3"):
         take(fetched(bytes(raw), 0), TP, 100)
     assert len(take(fetched(bytes(raw), 0, crcs=False), TP, 100)[0]) == 3  # unchecked when asked
+
+
+def test_records_read_are_freed_without_the_cycle_collector() -> None:
+    records = fetched(LOG, 0)
+    take(records, TP, 5)
+    take(records, TP, 10_000)
+    gone = weakref.ref(records)
+    gc.disable()
+    try:
+        del records
+        assert gone() is None, "a reference cycle keeps a fetch's records until a collection"
+    finally:
+        gc.enable()
