@@ -42,17 +42,46 @@ def columns_of(records: Sequence[Any]) -> Columns:
 
 
 def columns_supported(consumer: Any) -> bool:
-    """Whether this aiokafka has the internals :func:`getmany_columns` reads (after ``start``)."""
+    """Whether this aiokafka has the internals :func:`getmany_columns` reads (after ``start``):
+    the fetcher's and the consumer's attributes, and :func:`take` over a small batch built by
+    aiokafka giving what aiokafka's own reader gives."""
     from aiokafka.consumer import fetcher
 
     f = getattr(consumer, "_fetcher", None)
     needed = (
-        (f, ("_records", "_subscriptions", "_notify", "_create_fetch_waiter", "_closed")),
+        (f, ("_records", "_subscriptions", "_notify", "_wait_consume_future", "_create_fetch_waiter", "_closed")),
         (consumer, ("_coordinator", "_subscription", "_closed")),
         (fetcher.FetchResult, ("check_assignment", "_update_position", "has_more", "getall")),
         (fetcher, ("READ_UNCOMMITTED", "PartitionRecords")),
     )
-    return f is not None and all(hasattr(obj, name) for obj, names in needed for name in names)
+    return f is not None and all(hasattr(obj, name) for obj, names in needed for name in names) and _reads_alike()
+
+
+def _reads_alike() -> bool:
+    """:func:`take` and aiokafka's ``PartitionRecords`` read the same records from one batch."""
+    from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import TopicPartition
+
+    try:
+        builder = DefaultRecordBatchBuilder(
+            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1,
+            batch_size=1 << 16,
+        )  # fmt: skip
+        for i, key in enumerate((b"a", None, b"c")):
+            builder.append(i, timestamp=1_000 + i, key=key, value=b"v%d" % i, headers=[])
+        raw = bytes(builder.build())
+        tp = TopicPartition("self-test", 0)
+        theirs = list(PartitionRecords(tp, MemoryRecords(raw), [], 1, None, None, True, READ_UNCOMMITTED))
+        records = PartitionRecords(tp, MemoryRecords(raw), [], 1, None, None, True, READ_UNCOMMITTED)
+        first, _ = take(records, tp, 1)
+        rest, done = take(records, tp, 10)
+        ours = (first.keys + rest.keys, first.values + rest.values, first.offsets + rest.offsets, first.first_ts)
+        return done and ours == ([m.key for m in theirs], [m.value for m in theirs], [m.offset for m in theirs],
+                                 theirs[0].timestamp)  # fmt: skip
+    except Exception:  # another aiokafka: getmany reads it
+        return False
 
 
 async def getmany_columns(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, Columns]:

@@ -15,7 +15,8 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
-from streams.fetched import Columns, columns_of, take
+import streams.fetched as fetched_module
+from streams.fetched import Columns, columns_of, columns_supported, take
 
 TP = TopicPartition("pings", 3)
 GZIP = 1
@@ -107,3 +108,16 @@ def test_records_read_are_freed_without_the_cycle_collector() -> None:
         assert gone() is None, "a reference cycle keeps a fetch's records until a collection"
     finally:
         gc.enable()
+
+
+def test_the_self_check_passes_on_this_aiokafka_and_fails_on_a_reader_that_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert fetched_module._reads_alike()
+    wrong = lambda records, tp, n: (Columns([], [], [], 0), True)  # noqa: E731
+    monkeypatch.setattr(fetched_module, "take", wrong)
+    assert not fetched_module._reads_alike()
+
+
+def test_a_consumer_not_started_is_read_by_getmany() -> None:
+    assert not columns_supported(object())
