@@ -48,11 +48,6 @@ log = logging.getLogger("geopush.decide")
 POLL_MS = 50
 CHECKPOINTS_IN_FLIGHT = 3  # polls decided ahead of their checkpoints (each waits for the one before)
 SLOW_POLL_S = 1.0  # a poll taking longer is logged with its phases (pings wait that long)
-# The local stores are written this often, not at every poll: the changelog already holds every
-# change (the truth; the store is its cache, tagged with the changelog offset it reflects), so
-# gathering them costs a restart at most this much more of the changelog's tail to read, and
-# saves the store's per-write cost and a device's repeated writes (see store_states).
-STORE_EVERY_S = 0.5
 
 
 def engine_for(catalog: Catalog, settings: Settings) -> Engine:
@@ -148,8 +143,6 @@ class DecideLoop:
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
-        self.staged: dict[int, tuple[dict[str, bytes | None], int | None]] = {}  # for the stores: rows, offset
-        self.stored_at = time.monotonic()
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
 
@@ -191,7 +184,6 @@ class DecideLoop:
                     # records are left (not committed) for the new owner
                     records = {tp: cols for tp, cols in records.items() if tp.partition in self.stores}
                     if not records:
-                        self.store_due()  # a quiet stream's last changes reach the stores too
                         continue
                     self.observe_age(records)
                     self.chain(consumer, await self.decide_poll(records))
@@ -202,7 +194,6 @@ class DecideLoop:
                 await self.settle()
             except Exception as exc:  # stopping anyway; the pings are decided again after a restart
                 log.warning("last checkpoint failed on stop: %s", exc)
-            self.flush_states()  # what the changelog acknowledged, so a restart reads less of it
             await consumer.stop()
             await self.devices_consumer.stop()
             await self.producer.stop()
@@ -243,7 +234,6 @@ class DecideLoop:
             await self.settle()
         except Exception as exc:
             self.failure = exc
-        self.flush_states()  # the stores up to date for the caller (expiry reads them, revoke closes them)
 
     def observe_age(self, records: dict[Any, Columns]) -> None:
         """How long the poll's oldest ping waited before the step got it (and, at DEBUG, per poll)."""
@@ -386,33 +376,10 @@ class DecideLoop:
         return [await next_offset(sent) for _, _, sent in pending]
 
     def store_states(self, pending: list[tuple[int, Changes, list[Sent]]], ends: list[int | None]) -> None:
-        """A poll's changes, acknowledged by the changelog, on their way to the local stores with
-        the changelog offset they reflect: gathered per partition in poll order (a device's later
-        state replaces its earlier one) and written every STORE_EVERY_S, one batch per partition.
-        Until then the views hold them (reads see them); a crash before loses nothing the
-        changelog's tail does not bring back. Small polls (a quiet stream, ~80 states a partition)
-        cost RocksDB ~3 µs a state in writes of their own and ~1.8 in writes of 2,000."""
+        """The changes in the local stores, with the changelog offset they now reflect."""
         for (p, rows, _), end in zip(pending, ends, strict=True):
-            staged, before = self.staged.get(p, ({}, None))
-            staged.update(rows)
-            self.staged[p] = (staged, end if end is not None else before)
-        self.store_due()
-
-    def store_due(self) -> None:
-        if self.staged and time.monotonic() - self.stored_at >= STORE_EVERY_S:
-            self.flush_states()
-
-    def flush_states(self) -> None:
-        """Write the gathered changes to the local stores, with the changelog offset each reflects."""
-        staged, self.staged = self.staged, {}
-        self.stored_at = time.monotonic()
-        for p, (rows, end) in staged.items():
-            store = self.stores.get(p)
-            if store is None:
-                continue  # revoked: its next owner reads the changelog
-            changes = list(rows.items())
-            store.write_states(changes, end)
-            self.views[p].written(changes)
+            self.stores[p].write_states(rows, end)
+            self.views[p].written(rows)
 
     # ------------------------------------------------------------------ device records
     async def follow_devices(self) -> None:

@@ -10,10 +10,7 @@ from typing import Any
 
 import pytest
 
-from decisions.state import DeviceState
-from streams.agents.decide import STORE_EVERY_S, Checkpoint, DecideLoop
-from streams.device_store import CHANGELOG_NEXT, PartitionStore
-from streams.device_view import StoreStates
+from streams.agents.decide import Checkpoint, DecideLoop
 from streams.metrics import Metrics
 
 
@@ -122,47 +119,3 @@ def test_a_failed_checkpoint_stops_every_later_one() -> None:
     # poll 2 decided (and its records queued), but neither its state nor its offset written
     assert [e for e in events if not e.startswith("queued")] == ["state 0", "commit 0"]
     assert not loop.inflight
-
-
-def staged_loop() -> tuple[DecideLoop, PartitionStore, StoreStates]:
-    loop = DecideLoop(None, None, Metrics(), Counter())  # type: ignore[arg-type]
-    store = PartitionStore(None)
-    view = StoreStates(store)
-    loop.stores, loop.views = {0: store}, {0: view}
-    return loop, store, view
-
-
-def state(ts: int) -> bytes:
-    return DeviceState(ts_ms=ts, lat=35.0, lng=139.0).dumps()
-
-
-def test_states_reach_the_store_gathered_in_poll_order_with_the_last_changelog_offset() -> None:
-    loop, store, view = staged_loop()
-    a1, b1, a2, a3 = state(1), state(2), state(3), state(4)
-    view.unwritten.update({"a": a1, "b": b1})  # what polls took, until the store has it
-    loop.store_states([(0, [("a", a1), ("b", b1)], [])], [10])
-    view.unwritten["a"] = a2
-    loop.store_states([(0, [("a", a2)], [])], [13])  # the next poll's newer state of a
-    assert store.state("a") is None and store.next_offset(CHANGELOG_NEXT) == 0  # not yet written
-    got = view.get("a")
-    assert got is not None and got.ts_ms == 3  # reads see the newest change meanwhile
-    view.unwritten["a"] = a3  # a later poll took a newer state, not acknowledged yet
-    loop.stored_at -= STORE_EVERY_S
-    loop.store_due()
-    assert (store.state("a"), store.state("b")) == (a2, b1)
-    assert store.next_offset(CHANGELOG_NEXT) == 13
-    assert view.unwritten == {"a": a3}  # a's newer state still held until its own poll is written
-    assert not loop.staged
-
-
-def test_drain_writes_what_is_gathered_so_expiry_and_revocation_see_it() -> None:
-    loop, store, _ = staged_loop()
-    a1 = state(1)
-    loop.store_states([(0, [("a", a1)], [])], [7])
-    assert store.state("a") is None
-    asyncio.run(loop.drain())
-    assert store.state("a") == a1 and store.next_offset(CHANGELOG_NEXT) == 7
-    loop.store_states([(0, [("a", state(2))], [])], [8])
-    del loop.stores[0]  # revoked meanwhile: its next owner reads the changelog
-    loop.flush_states()
-    assert store.state("a") == a1 and not loop.staged
