@@ -1,8 +1,8 @@
 """The decision step: pings -> (dead letters | engine) -> decisions + outbox candidates.
 
 A plain aiokafka consumer (group ``{app_id}-decide``, manual commits) inside the worker, batch
-first: each poll is split by partition, parsed, matched in one vectorised call and decided by
-``decisions.engine`` (the same code as ``geopush replay``). Per-device state lives in a local
+first: each poll is read as columns per partition (:mod:`streams.fetched`), parsed, matched in
+one vectorised call and decided by ``decisions.engine`` (the same code as ``geopush replay``). Per-device state lives in a local
 store per partition (RocksDB), backed by a compacted changelog topic.
 
 The order of effects is what makes it safe: outputs (decisions, candidates, dead letters) are
