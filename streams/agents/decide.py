@@ -2,8 +2,9 @@
 
 A plain aiokafka consumer (group ``{app_id}-decide``, manual commits) inside the worker, batch
 first: each poll is read as columns per partition (:mod:`streams.fetched`), parsed, matched in
-one vectorised call and decided by ``decisions.engine`` (the same code as ``geopush replay``). Per-device state lives in a local
-store per partition (RocksDB), backed by a compacted changelog topic.
+one vectorised call and decided by ``decisions.engine`` (the same code as ``geopush replay``).
+Per-device state lives in a local store per partition (RocksDB), backed by a compacted
+changelog topic.
 
 The order of effects is what makes it safe: outputs (decisions, candidates, dead letters) are
 acknowledged by the broker first, then the state changes that say they happened (changelog,
