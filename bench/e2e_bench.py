@@ -342,6 +342,11 @@ class LoadCpu:
         )
 
 
+def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
+    """CPU seconds so far of this process and of ``pids`` (0: none), for :class:`LoadCpu`."""
+    return time.process_time(), *(proc_stats(pid)[1] if pid else 0.0 for pid in pids)
+
+
 async def latency_run(
     s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0)
 ) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:
@@ -362,7 +367,7 @@ async def latency_run(
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
     gc.collect()
     gc.freeze()
-    cpu_before = time.process_time(), *(proc_stats(pid)[1] if pid else 0.0 for pid in pids)
+    cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
@@ -375,7 +380,7 @@ async def latency_run(
             await asyncio.sleep(TICK_S)
         await producer.flush()
         wall = time.perf_counter() - started
-        cpu_after = time.process_time(), *(proc_stats(pid)[1] if pid else 0.0 for pid in pids)
+        cpu_after = cpu_seconds(pids)
     finally:
         gc.unfreeze()
         await producer.stop()
@@ -528,6 +533,7 @@ def bench_catalog(
 ) -> list[str]:
     dense = layout == "dense" and fences > DENSE_AT
     tag = f"f{fences}" + ("d" if dense else "")
+    name = f"{fences:,} fences" + (" (dense)" if dense else "")
     catalog_dir = scaled_catalog(fences, work / f"catalog-{tag}", layout=layout)
     catalog = load_catalog([catalog_dir])
     devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), seed=4)
@@ -586,7 +592,7 @@ def bench_catalog(
     both = f"best of {first.rate:,.0f} before (b) and {second.rate:,.0f} after"
     if args.only_one_worker:
         shares = f"{inside:.0%} inside a fence, {around:.1f} around a ping"
-        return [f"- {fences:,} fences{' (dense)' if dense else ''}, {total:,} pings ({shares}): (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
+        return [f"- {name}, {total:,} pings ({shares}): (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
                 f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
                 f"(a) {a.cpu_us:.1f} + broker {a.broker_us:.1f}, (b) {b.cpu_us:.1f} + broker {b.broker_us:.1f}", ""]  # fmt: skip
     c = run_workers(two, 2, total, logs, broker.process.pid, args.worker_log_level)
@@ -596,7 +602,7 @@ def bench_catalog(
     dup = sum((dc - db).values())
     sizes = state_bytes(one)
     rows = [
-        f"## {fences:,} fences{' (dense)' if dense else ''}, {total:,} pings ({len(devices):,} devices)",
+        f"## {name}, {total:,} pings ({len(devices):,} devices)",
         "",
         f"{where[0].upper()}{where[1:]}.",
         "",
