@@ -1,6 +1,7 @@
 """CPU benchmark of the decision step without Kafka: the worker's per-poll work on the same bytes.
 
-    python -m bench.decide_bench [--pings 300000] [--fences 10000] [--profile out.prof] [--synthetic-tags tokyo]
+    python -m bench.decide_bench [--pings 300000] [--fences 10000] [--layout spread|dense] [--profile out.prof]
+        [--synthetic-tags tokyo]
 
 The simulator's pings (as on the ``pings`` topic) are split into 12 partitions by key and fed
 in polls of ~5,000 records, as the worker gets them; for each partition: parse, decide (match,
@@ -15,25 +16,28 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
+from aiokafka.producer.message_accumulator import BatchBuilder
 
-from bench.e2e_bench import PINGS_PER_DEVICE, START, scaled_catalog
+from bench.e2e_bench import LAYOUTS, PINGS_PER_DEVICE, START, scaled_catalog
 from decisions.pings import PingRejected, parse_pings
 from decisions.records import DeadLetter
 from geofences.index import load_kernel
 from geofences.load import load_catalog
 from streams.agents.decide import engine_for
-from streams.device_store import PartitionStore
+from streams.device_store import LocalStore
 from streams.device_view import StoreDevices, state_view
 from streams.heap import Pauses, settle_heap
 from streams.outbox import candidate_bytes
 from streams.phones import simulate
+from streams.produce import BATCH_BYTES
 from streams.settings import load_settings
 
 PARTITIONS = 12
@@ -63,19 +67,42 @@ def decode_only(batches: list[dict[int, list[Record]]]) -> int:
     return n
 
 
+PHASES = ("parse", "decide", "outputs", "take", "changelog", "store")
+
+
+def _produced(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Records appended to produce batches as the worker builds them (``streams.produce``),
+    without a broker: the bytes the batches came to."""
+    size = 0
+    batch = BatchBuilder(BATCH_BYTES, 0)
+    for key, value in records:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            size += len(batch._build())
+            batch = BatchBuilder(BATCH_BYTES, 0)
+            batch.append(key=key, value=value, timestamp=None)
+    if batch.record_count():
+        size += len(batch._build())
+    return size
+
+
 def decide_all(
-    batches: list[dict[int, list[Record]]], fences_dir: Path, devices: list[bytes], book: bool = True
-) -> Callable[[], int]:
+    batches: list[dict[int, list[Record]]], fences_dir: Path, devices: list[bytes], book: bool = True,
+    store_dir: Path | None = None, phases: dict[str, float] | None = None,
+) -> Callable[[], int]:  # fmt: skip
     """A closure running the decision step over every poll (fresh state each call); ``book``:
     device states in the kernel's presence book, as the worker keeps them where it is built
-    (else Python objects, the Python engine)."""
+    (else Python objects, the Python engine); ``store_dir``: local stores in RocksDB there (else
+    in memory); ``phases``: seconds spent in each of PHASES, added up over the runs."""
+    runs = itertools.count()
+    phases = phases if phases is not None else dict.fromkeys(PHASES, 0.0)
     catalog = load_catalog([fences_dir])
     settings = load_settings(None, catalog_path=fences_dir)
     engine = engine_for(catalog, settings)
 
     def run() -> int:
         engine.stream_ms.clear()
-        stores = {p: PartitionStore(None) for p in range(PARTITIONS)}
+        local = LocalStore(store_dir / f"run-{next(runs)}" if store_dir else None)
+        stores = {p: local.partition(p) for p in range(PARTITIONS)}
         keep = settings.state_cache_devices // PARTITIONS
         kernel = load_kernel() if book else None
         views = {p: state_view(stores[p], kernel, keep) for p in stores}
@@ -84,18 +111,34 @@ def decide_all(
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
         books = {p: StoreDevices(stores[p]) for p in stores}
         out = 0
+        clock = time.perf_counter
         for by_part in batches:
+            t0 = clock()
             parsed = {}
             for p, msgs in by_part.items():
                 parsed[p], rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
                 for i, exc in rejected:
                     _letter(msgs[i], exc)
+            t1 = clock()
             decided = engine.decide_poll(parsed, views, books)
-            for p, (found, candidates, _) in decided.items():
-                out += sum(len(v) for _, v in found.records()) + sum(len(candidate_bytes(c)) for c in candidates)
-                changes = views[p].take()
+            t2 = clock()
+            taken = {}
+            for found, candidates, _ in decided.values():
+                out += _produced(found.records()) + _produced((b"", candidate_bytes(c)) for c in candidates)
+            t3 = clock()
+            for p in decided:
+                taken[p] = views[p].take()
+            t4 = clock()
+            for changes in taken.values():
+                out += _produced((k.encode(), v) for k, v in changes)
+            t5 = clock()
+            for p, changes in taken.items():
                 stores[p].write_states(changes, None)
                 views[p].written(changes)
+            t6 = clock()
+            for name, spent in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+                phases[name] += spent
+        local.close()
         return out
 
     return run
@@ -112,21 +155,37 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each, the best is reported")
     ap.add_argument("--profile", type=Path, help="write a cProfile of the decision step here")
     ap.add_argument("--no-settle", action="store_true", help="leave the garbage collector as CPython sets it")
+    ap.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="spread",
+        help="of the synthetic stores past 10k (see bench.e2e_bench.store_box)",
+    )
+    ap.add_argument(
+        "--store",
+        choices=("rocksdb", "memory"),
+        default="rocksdb",
+        help="where the partitions' states are written (the worker's default: rocksdb)",
+    )
     ap.add_argument("--book-only", action="store_true", help="skip the Python engine run beside the presence book")
     ap.add_argument("--synthetic-tags", default="cafe,tokyo",
                     help="tags of the synthetic stores; 'tokyo' leaves them out of every campaign, to measure "
                          "the campaign work apart")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        fences_dir = scaled_catalog(args.fences, Path(tmp) / "catalog", tags=args.synthetic_tags.split(","))
+        fences_dir = scaled_catalog(
+            args.fences, Path(tmp) / "catalog", tags=args.synthetic_tags.split(","), layout=args.layout
+        )
         catalog = load_catalog([fences_dir])
         devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), 4)
         records = [(p.device_id.encode(), orjson.dumps(p.body)) for p in pings[: args.pings]]
         batches = polls(records)
         raw_devices = [d.dumps() for d in devices]
-        runs = {"book": decide_all(batches, fences_dir, raw_devices, book=True)}
+        store_dir = Path(tmp) / "stores" if args.store == "rocksdb" else None
+        phases = {name: dict.fromkeys(PHASES, 0.0) for name in ("book", "python")}
+        runs = {"book": decide_all(batches, fences_dir, raw_devices, True, store_dir, phases["book"])}
         if load_kernel() is not None and not args.book_only:
-            runs["python"] = decide_all(batches, fences_dir, raw_devices, book=False)
+            runs["python"] = decide_all(batches, fences_dir, raw_devices, False, store_dir, phases["python"])
         if not args.no_settle:
             settle_heap()  # as the worker does once its catalog is built
         decode_s = float("inf")
@@ -146,7 +205,8 @@ def main() -> None:
         if args.profile:
             cProfile.runctx("run()", globals(), {"run": runs["book"]}, str(args.profile))
     print(
-        f"{n:,} pings, {args.fences:,} fences (synthetic stores tagged {args.synthetic_tags}): "
+        f"{n:,} pings, {args.fences:,} fences ({args.layout}, synthetic stores tagged {args.synthetic_tags}), "
+        f"states in {args.store}: "
         f"decode only {n / decode_s:,.0f}/s (best of {args.repeat})"
     )
     for name, took in best.items():
@@ -155,6 +215,9 @@ def main() -> None:
             f"  decision step, {label}: {n / took:,.0f}/s ({took / n * 1e6:.1f} µs/ping), "
             f"ratio {decode_s / took:.3f}; GC pauses in that run: {gc_pauses[name]}"
         )
+        print("    µs/ping by phase (mean of the runs): " + ", ".join(
+            f"{phase} {spent / args.repeat / n * 1e6:.2f}" for phase, spent in phases[name].items()
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""One partition's device state and device records, on local disk (RocksDB) or in memory.
+"""The partitions' device state and device records, on local disk (RocksDB) or in memory.
 
-The changelog topic is the truth and the local store a cache of it: every write carries the
-changelog offset it reflects, in the same atomic batch, so after a restart (or when the
+The changelog topic is the truth and the local store a cache of it: every write of a partition
+carries the changelog offset it reflects, in the same atomic batch, so after a restart (or when the
 partition comes back) only the changelog's tail is read. The device records are a copy of the
 compacted ``devices`` topic kept the same way, with the ``devices`` offset they reflect.
 
@@ -23,23 +23,24 @@ STATE = b"s"  # + device id -> DeviceState bytes
 DEVICE = b"d"  # + device id -> Device record bytes
 CHANGELOG_NEXT = b"~changelog"  # next changelog offset to read
 DEVICES_NEXT = b"~devices"  # next devices-topic offset to read
-# RocksDB's write buffer (memtable) per partition. Every state change is a new entry until the
-# buffer is flushed, so its skip list grows with the write rate: at RocksDB's default (64 MiB,
-# ~450k entries of a few hundred bytes) a put cost 1.3 µs of CPU, at 8 MiB 0.87, flushes
-# included (1.2M puts of 130 B over 2,500 keys, 2026-12-03); and 12 partitions x 2 buffers of
-# 64 MiB would be up to 1.5 GiB of memory.
+# RocksDB's write buffer (memtable). Every state change is a new entry until the buffer is
+# flushed, so its skip list grows with the write rate: at RocksDB's default (64 MiB, ~450k
+# entries of a few hundred bytes) a put cost 1.3 µs of CPU, at 8 MiB 0.87, flushes included
+# (1.2M puts of 130 B over 2,500 keys, 2026-12-03).
 WRITE_BUFFER_BYTES = 8 << 20
 
 
-class PartitionStore:
-    """Key-value store of one partition; ``path`` None keeps it in memory (tests, ``store=memory``)."""
+class LocalStore:
+    """The worker's one local store, every partition's keys under the partition's own prefix:
+    RocksDB at ``path``, or memory if ``path`` is None (tests, ``store=memory``).
+
+    One RocksDB for all partitions, not one each: a state written into one memtable cost ~0.85
+    µs of the worker's thread against ~1.8 µs spread over twelve (twelve skip lists of 8 MiB do
+    not stay in the CPU's caches; bench/results/e2e.md, twentieth session)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.db: Any = self._open()
-        # told the ids of device records written (None: all may have changed), so what was
-        # decoded from them is dropped then, not checked against the store at every read
-        self.device_watchers: list[Callable[[list[str] | None], None]] = []
 
     def _open(self) -> Any:
         if self.path is None:
@@ -56,53 +57,96 @@ class PartitionStore:
         db.set_write_options(writes)
         return db
 
-    # ---------------------------------------------------------------- reads
-    def state(self, device_id: str) -> bytes | None:
-        raw: bytes | None = self.db.get(STATE + device_id.encode())
-        return raw
-
-    def device(self, device_id: str) -> bytes | None:
-        raw: bytes | None = self.db.get(DEVICE + device_id.encode())
-        return raw
-
-    def next_offset(self, which: bytes) -> int:
-        raw = self.db.get(which)
-        return int(raw) if raw is not None else 0
-
-    def states(self) -> Iterator[tuple[str, bytes]]:
-        """Every (device id, state) of the partition, in key order."""
-        for key, value in self._prefixed(STATE):
-            yield key[1:].decode(), value
-
-    def count(self, prefix: bytes) -> int:
-        return sum(1 for _ in self._prefixed(prefix))
-
-    # ---------------------------------------------------------------- writes
-    def write_states(self, changes: Iterable[tuple[str, bytes | None]], changelog_next: int | None) -> None:
-        """Apply state changes (None deletes) and record the changelog offset they reflect, atomically."""
-        self._write(((STATE + k.encode(), v) for k, v in changes), CHANGELOG_NEXT, changelog_next)
-
-    def write_devices(self, changes: Iterable[tuple[str, bytes | None]], devices_next: int) -> None:
-        """Apply device records (None deletes) read from ``devices`` up to ``devices_next``, atomically."""
-        rows = list(changes)
-        self._write(((DEVICE + k.encode(), v) for k, v in rows), DEVICES_NEXT, devices_next)
-        for watcher in self.device_watchers:
-            watcher([k for k, _ in rows])
-
-    def reset(self) -> None:
-        """Forget everything (the changelog was recreated or truncated below our offset)."""
-        self.close()
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-        self.db = self._open()
-        for watcher in self.device_watchers:
-            watcher(None)
+    def partition(self, p: int) -> PartitionStore:
+        """Partition ``p``'s view of the store."""
+        return PartitionStore(self, p)
 
     def close(self) -> None:
         """Flush what is only in memory (no write-ahead log), then close."""
         if self.path is not None and self.db is not None:
             self.db.flush()
             self.db.close()
+            self.db = None
+
+
+def drop_per_partition_stores(folder: Path, keep: str) -> list[Path]:
+    """Remove the one-RocksDB-per-partition stores an older geopush left in ``folder``
+    (``<keep>-<partition>``): a cache of the changelog, read again into the shared store."""
+    gone = sorted(d for d in folder.glob(f"{keep}-*") if d.is_dir() and d.name[len(keep) + 1 :].isdigit())
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+class PartitionStore:
+    """One partition's keys in a :class:`LocalStore`; given a path (or None: memory) instead,
+    in a store of its own, closed with it."""
+
+    def __init__(self, local: LocalStore | Path | None, partition: int = 0) -> None:
+        self.owned = not isinstance(local, LocalStore)
+        self.local = local if isinstance(local, LocalStore) else LocalStore(local)
+        self.path = self.local.path
+        self.partition = partition
+        self.prefix = partition.to_bytes(4, "big")
+        # told the ids of device records written (None: all may have changed), so what was
+        # decoded from them is dropped then, not checked against the store at every read
+        self.device_watchers: list[Callable[[list[str] | None], None]] = []
+
+    @property
+    def db(self) -> Any:
+        return self.local.db
+
+    # ---------------------------------------------------------------- reads
+    def state(self, device_id: str) -> bytes | None:
+        raw: bytes | None = self.db.get(self.prefix + STATE + device_id.encode())
+        return raw
+
+    def device(self, device_id: str) -> bytes | None:
+        raw: bytes | None = self.db.get(self.prefix + DEVICE + device_id.encode())
+        return raw
+
+    def next_offset(self, which: bytes) -> int:
+        raw = self.db.get(self.prefix + which)
+        return int(raw) if raw is not None else 0
+
+    def states(self) -> Iterator[tuple[str, bytes]]:
+        """Every (device id, state) of the partition, in key order."""
+        skip = len(self.prefix) + len(STATE)
+        for key, value in self._prefixed(self.prefix + STATE):
+            yield key[skip:].decode(), value
+
+    def count(self, prefix: bytes) -> int:
+        return sum(1 for _ in self._prefixed(self.prefix + prefix))
+
+    # ---------------------------------------------------------------- writes
+    def write_states(self, changes: Iterable[tuple[str, bytes | None]], changelog_next: int | None) -> None:
+        """Apply state changes (None deletes) and record the changelog offset they reflect, atomically."""
+        at = self.prefix + STATE
+        self._write(((at + k.encode(), v) for k, v in changes), CHANGELOG_NEXT, changelog_next)
+
+    def write_devices(self, changes: Iterable[tuple[str, bytes | None]], devices_next: int) -> None:
+        """Apply device records (None deletes) read from ``devices`` up to ``devices_next``, atomically."""
+        rows = list(changes)
+        at = self.prefix + DEVICE
+        self._write(((at + k.encode(), v) for k, v in rows), DEVICES_NEXT, devices_next)
+        for watcher in self.device_watchers:
+            watcher([k for k, _ in rows])
+
+    def reset(self) -> None:
+        """Forget the partition's keys (the changelog was recreated or truncated below our offset)."""
+        if self.path is None:
+            for k in [k for k in self.db if k.startswith(self.prefix)]:
+                del self.db[k]
+        else:
+            end = (self.partition + 1).to_bytes(4, "big")  # the next partition's prefix: past every key of ours
+            self.db.delete_range(self.prefix, end)
+        for watcher in self.device_watchers:
+            watcher(None)
+
+    def close(self) -> None:
+        """Close the store if it is this partition's own (a shared one is closed by its owner)."""
+        if self.owned:
+            self.local.close()
 
     # ---------------------------------------------------------------- internals
     def _write(self, puts: Iterable[tuple[bytes, bytes | None]], mark: bytes, offset: int | None) -> None:
@@ -113,7 +157,7 @@ class PartitionStore:
                 else:
                     self.db[k] = v
             if offset is not None:
-                self.db[mark] = str(offset).encode()
+                self.db[self.prefix + mark] = str(offset).encode()
             return
         from rocksdict import WriteBatch
 
@@ -124,7 +168,7 @@ class PartitionStore:
             else:
                 batch.put(k, v)
         if offset is not None:
-            batch.put(mark, str(offset).encode())
+            batch.put(self.prefix + mark, str(offset).encode())
         self.db.write(batch)
 
     def _prefixed(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -33,7 +33,7 @@ from decisions.records import DeadLetter, Device
 from decisions.state import DeviceState
 from geofences.index import load_kernel
 from geofences.load import Catalog
-from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, PartitionStore
+from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, LocalStore, PartitionStore, drop_per_partition_stores
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
 from streams.fetched import Columns, columns_of, columns_supported, getmany_columns
 from streams.groups import Rebalance, decide_group
@@ -133,6 +133,7 @@ class DecideLoop:
         self.live = live
         self.metrics = metrics
         self.counts = counts
+        self.local: LocalStore | None = None  # every partition's store, opened at the first assignment
         self.stores: dict[int, PartitionStore] = {}
         self.views: dict[int, StoreStates | BookStates] = {}  # the engine's view of each store
         self.devices: dict[int, StoreDevices] = {}  # and of its device records
@@ -198,8 +199,8 @@ class DecideLoop:
             await consumer.stop()
             await self.devices_consumer.stop()
             await self.producer.stop()
-            for store in self.stores.values():
-                store.close()
+            if self.local is not None:
+                self.local.close()
 
     async def poll(self, consumer: Any, columns: bool) -> dict[Any, Columns]:
         """The next poll's pings, each partition's as columns (:mod:`streams.fetched`)."""
@@ -416,9 +417,9 @@ class DecideLoop:
     async def _assign(self, parts: set[int]) -> None:
         s = self.settings
         new = sorted(parts - set(self.stores))
+        local = self.local_store()
         for p in new:
-            path = None if s.store == "memory" else s.data_dir / "state" / s.app_id / f"presence-{p}"
-            self.stores[p] = PartitionStore(path)
+            self.stores[p] = local.partition(p)
         changelog = presence_changelog(s)
         ends = await end_offsets(s, changelog, set(new))
         for p in new:
@@ -442,15 +443,23 @@ class DecideLoop:
         self.metrics.set_assigned(decide_group(s), s.topic_pings, len(self.stores))
         log.info("decide partitions assigned: %s (restored %d state records)", sorted(parts), restored)
 
+    def local_store(self) -> LocalStore:
+        """The worker's local store, opened once (an older geopush's store per partition removed)."""
+        if self.local is None:
+            s = self.settings
+            path = None if s.store == "memory" else s.data_dir / "state" / s.app_id / "presence"
+            if path is not None and (gone := drop_per_partition_stores(path.parent, "presence")):
+                log.info("removed %d local stores of one partition each: the changelog fills the shared one", len(gone))
+            self.local = LocalStore(path)
+        return self.local
+
     async def revoke(self, parts: set[int]) -> None:
         """Finish the checkpoint in flight (it commits the revoked partitions' offsets while they
         are still ours), then drop their state."""
         async with self.lock:
             await self.drain()
             for p in parts:
-                store = self.stores.pop(p, None)
-                if store is not None:
-                    store.close()
+                self.stores.pop(p, None)  # its keys stay in the local store, for when it comes back
                 self.open_visits.pop(p, None)
                 self.views.pop(p, None)
                 self.devices.pop(p, None)

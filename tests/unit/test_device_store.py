@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from decisions.state import DeviceState, Visit
-from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, WRITE_BUFFER_BYTES, PartitionStore
+from streams.device_store import (
+    CHANGELOG_NEXT,
+    DEVICES_NEXT,
+    WRITE_BUFFER_BYTES,
+    LocalStore,
+    PartitionStore,
+    drop_per_partition_stores,
+)
 from streams.device_view import StoreDevices, StoreStates
 
 
@@ -38,6 +45,56 @@ def test_reset_forgets_everything(store: PartitionStore) -> None:
     assert list(store.states()) == [] and store.next_offset(CHANGELOG_NEXT) == 0
     store.write_states([("b", b"[2]")], 1)
     assert store.state("b") == b"[2]"
+
+
+@pytest.mark.parametrize("kind", ["rocksdb", "memory"])
+def test_partitions_in_one_local_store_are_kept_apart(kind: str, tmp_path: Path) -> None:
+    """Every partition's states, device records and offsets under its own prefix: same ids in
+    two partitions do not meet, and resetting one (its changelog recreated) leaves the others."""
+    local = LocalStore(tmp_path / "shared" if kind == "rocksdb" else None)
+    parts = {p: local.partition(p) for p in (0, 1, 255, 256)}
+    for p, store in parts.items():
+        store.write_states([("a", b"[%d]" % p), (f"only-{p}", b"[0]")], 10 + p)
+        store.write_devices([("a", b'{"p":%d}' % p)], 20 + p)
+    for p, store in parts.items():
+        assert list(store.states()) == [("a", b"[%d]" % p), (f"only-{p}", b"[0]")]
+        assert store.device("a") == b'{"p":%d}' % p and store.state("only-0") == (b"[0]" if p == 0 else None)
+        assert (store.next_offset(CHANGELOG_NEXT), store.next_offset(DEVICES_NEXT)) == (10 + p, 20 + p)
+        assert store.count(b"d") == 1
+    told: list[list[str] | None] = []
+    parts[255].device_watchers.append(told.append)
+    parts[255].reset()
+    assert told == [None]
+    assert list(parts[255].states()) == [] and parts[255].device("a") is None
+    assert parts[255].next_offset(CHANGELOG_NEXT) == 0
+    for p in (0, 1, 256):  # the neighbours on both sides untouched
+        assert parts[p].state("a") == b"[%d]" % p and parts[p].next_offset(CHANGELOG_NEXT) == 10 + p
+    parts[1].close()  # a partition's view does not close the shared store
+    assert parts[0].state("a") == b"[0]"
+    local.close()
+
+
+def test_shared_rocksdb_store_survives_a_reopen(tmp_path: Path) -> None:
+    local = LocalStore(tmp_path / "shared")
+    for p in range(3):
+        local.partition(p).write_states([(f"dev-{i}", b"[%d,%d]" % (p, i)) for i in range(100)], 100 + p)
+    local.close()
+    again = LocalStore(tmp_path / "shared")
+    for p in range(3):
+        store = again.partition(p)
+        assert store.next_offset(CHANGELOG_NEXT) == 100 + p and store.state("dev-99") == b"[%d,99]" % p
+        assert sum(1 for _ in store.states()) == 100
+    again.close()
+
+
+def test_stores_of_one_partition_each_from_an_older_geopush_are_removed(tmp_path: Path) -> None:
+    for name in ("presence-0", "presence-11"):
+        PartitionStore(tmp_path / name).close()
+    (tmp_path / "presence-notes").mkdir()
+    (tmp_path / "presence").mkdir()
+    gone = drop_per_partition_stores(tmp_path, "presence")
+    assert [d.name for d in gone] == ["presence-0", "presence-11"]
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["presence", "presence-notes"]
 
 
 def test_rocksdb_state_survives_a_reopen(tmp_path: Path) -> None:
