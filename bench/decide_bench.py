@@ -27,7 +27,8 @@ import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.e2e_bench import LAYOUTS, PINGS_PER_DEVICE, START, scaled_catalog
-from decisions.pings import PingRejected, parse_pings
+from decisions.ping_columns import parse_columns
+from decisions.pings import PingRejected
 from decisions.records import DeadLetter
 from geofences.index import load_kernel
 from geofences.load import load_catalog
@@ -116,7 +117,7 @@ def decide_all(
             t0 = clock()
             parsed = {}
             for p, msgs in by_part.items():
-                parsed[p], rejected = parse_pings([v for _, v in msgs], [k for k, _ in msgs])
+                parsed[p], rejected = parse_columns([v for _, v in msgs], [k for k, _ in msgs])
                 for i, exc in rejected:
                     _letter(msgs[i], exc)
             t1 = clock()

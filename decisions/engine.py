@@ -20,6 +20,7 @@ import numpy as np
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
 from decisions.decided import BOOK_TRIGGERS, Decisions, Rows, Written
 from decisions.decision_row import DecisionRow
+from decisions.ping_columns import PingColumns, concatenated
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
 from decisions.records import Device, Notification, Outcome, Transition
@@ -237,7 +238,12 @@ class Engine:
         """:meth:`decide` for a poll of several partitions: every ping matched in one vectorised
         call (a few hundred pings per partition cost twice as much per ping to match alone),
         then each partition decided with its own state and device records."""
-        everything = [p for batch in batches.values() for p in batch]
+        parts = list(batches.values())
+        everything: Sequence[Ping | PresenceCheck]
+        if all(isinstance(b, PingColumns) for b in parts):
+            everything = concatenated(cast(list[PingColumns], parts))
+        else:
+            everything = [p for batch in parts for p in batch]
         found = self.found(everything)
         out: dict[int, Decided] = {}
         start = 0
@@ -250,7 +256,10 @@ class Engine:
         """What the index says about each ping (presence checks: nowhere), in one call."""
         n = len(pings)
         read = self.read_columns
-        columns = read(list(pings), Ping) if read is not None else _columns(pings)
+        if isinstance(pings, PingColumns):
+            columns = pings.columns
+        else:
+            columns = read(list(pings), Ping) if read is not None else _columns(pings)
         kind, _, lat, lng, acc, _ = columns
         real: Any = None  # positions of the pings among the items (None: all are pings)
         if kind.any():
@@ -337,7 +346,7 @@ class Engine:
         book, which writes the suppressions' records itself (:class:`Written`) and returns the
         notifications, rendered here by the Python path's code. The book asks this engine for
         device records and schedule answers (``schedule_answer``)."""
-        ids = [p.device_id for p in pings]
+        ids = pings.ids if isinstance(pings, PingColumns) else [p.device_id for p in pings]
         states.prepare(self, ids)
         book = states.book
         kind, ts, lat, lng, acc, speed = found.columns

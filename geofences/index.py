@@ -58,7 +58,7 @@ _RES_MASK = np.uint64(0xF) << _RES_SHIFT
 _RES_BITS = 0xF << 52  # _RES_MASK as a plain int
 
 IntArray = NDArray[np.int64]
-KERNEL_API = 6  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
+KERNEL_API = 7  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
 
 
 def load_kernel(environ: Mapping[str, str] | None = None) -> Any:

@@ -28,7 +28,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 6;
+const API: u32 = 7;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -666,6 +666,73 @@ fn parse_pings<'py>(
     Ok(out)
 }
 
+/// A batch of records parsed natively straight into columns, without a Python object per
+/// ping: (device ids, kind, ts_ms, lat, lng, accuracy_m, speed_mps), NaN for an absent number.
+/// Kind 0 is a usual ping (see [`pings`]); kind 2 (id None, numbers NaN) is a record Python's
+/// detailed path must look at (an unusual or invalid ping, a presence check, no value).
+#[allow(clippy::type_complexity)]
+#[pyfunction]
+fn parse_columns<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, pyo3::types::PyList>,
+    keys: &Bound<'py, pyo3::types::PyList>,
+) -> PyResult<(
+    Bound<'py, pyo3::types::PyList>,
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+)> {
+    use pyo3::types::{PyBytes, PyList, PyString};
+    if values.len() != keys.len() {
+        return Err(PyValueError::new_err("values and keys differ in length"));
+    }
+    let n = values.len();
+    let ids = PyList::empty(py);
+    let (mut kind, mut ts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut cols: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for (value, key) in values.iter().zip(keys.iter()) {
+        let parsed = match value.downcast::<PyBytes>() {
+            Err(_) => None,
+            Ok(raw) => {
+                let key = key.downcast::<PyBytes>().ok().map(|k| k.as_bytes());
+                pings::fast(raw.as_bytes(), key)
+            }
+        };
+        match parsed {
+            None => {
+                ids.append(py.None())?;
+                kind.push(2u8);
+                ts.push(0i64);
+                for c in cols.iter_mut() {
+                    c.push(f64::NAN);
+                }
+            }
+            Some(p) => {
+                ids.append(PyString::new(py, p.device.as_ref()))?;
+                kind.push(0u8);
+                ts.push(p.ts_ms);
+                cols[0].push(p.lat);
+                cols[1].push(p.lng);
+                cols[2].push(p.acc.unwrap_or(f64::NAN));
+                cols[3].push(p.speed.unwrap_or(f64::NAN));
+            }
+        }
+    }
+    let [lat, lng, acc, speed] = cols;
+    Ok((
+        ids,
+        kind.into_pyarray(py),
+        ts.into_pyarray(py),
+        lat.into_pyarray(py),
+        lng.into_pyarray(py),
+        acc.into_pyarray(py),
+        speed.into_pyarray(py),
+    ))
+}
+
 /// The columns of a batch of `Ping`s and presence checks (anything not of type `ping`):
 /// (kind: 0 ping, 1 check; ts_ms; lat, lng, accuracy_m, speed_mps with NaN for none), read
 /// in one pass for the presence book and the index.
@@ -731,5 +798,6 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cells, m)?)?;
     m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_columns, m)?)?;
     Ok(())
 }

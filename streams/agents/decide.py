@@ -28,7 +28,8 @@ import numpy as np
 
 from decisions.decided import Decisions
 from decisions.engine import Engine
-from decisions.pings import Ping, PresenceCheck, parse_pings, presence_check_bytes
+from decisions.ping_columns import parse_columns
+from decisions.pings import Ping, PresenceCheck, presence_check_bytes
 from decisions.records import DeadLetter, Device
 from decisions.state import DeviceState
 from geofences.index import load_kernel
@@ -324,10 +325,10 @@ class DecideLoop:
         acks: list[Any] = []
         changes: dict[int, Changes] = {}
         matched_before = engine.matched_pings
-        batches: dict[int, list[Ping | PresenceCheck]] = {}
+        batches: dict[int, Sequence[Ping | PresenceCheck]] = {}
         for tp, cols in records.items():
             p = tp.partition
-            batches[p], rejected = parse_pings(cols.values, cols.keys)
+            batches[p], rejected = parse_columns(cols.values, cols.keys)
             for i, exc in rejected:
                 value, key = cols.values[i], cols.keys[i]
                 self.counts[f"invalid:{exc.reason}"] += 1

@@ -182,3 +182,60 @@ def test_the_kernels_parser_takes_the_usual_pings() -> None:
     ]
     assert all(p is not None for p in parser(usual, [b"sim-1", None], Ping))
     assert parser(usual, [b"sim-2", None], Ping)[0] is None  # the key differs: Python says why
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.one_of(native_pings, usual_pings, payloads, st.none()), st.sampled_from([None, b"d", b"x"])),
+        max_size=20,
+    ),
+    st.lists(st.integers(0, 20), max_size=3),
+)
+def test_columns_parser_answers_like_python(
+    records: list[tuple[bytes | None, bytes | None]], checks_at: list[int]
+) -> None:
+    """Parsed into columns (the decision step's way), a batch is the same pings, presence
+    checks and reasons as Python's parser gives, read back one by one, sliced, or joined."""
+    from decisions.ping_columns import concatenated, of_pings, parse_columns
+
+    for at in sorted(checks_at, reverse=True):
+        records.insert(min(at, len(records)), (presence_check_bytes("d", 1795395600000 + at), b"d"))
+    values, keys = [r for r, _ in records], [k for _, k in records]
+    columns, bad = parse_columns(values, keys)
+    good, expected_bad = parse_pings(values, keys, native=False)
+    assert list(columns) == good and len(columns) == len(good)
+    assert [columns[k] for k in range(len(good))] == good
+    assert [(i, e.reason, e.detail) for i, e in bad] == [(i, e.reason, e.detail) for i, e in expected_bad]
+    assert columns.ids == [p.device_id for p in good]
+    assert list(columns[1:3]) == good[1:3]
+    with pytest.raises(IndexError):
+        columns[len(good)]
+    for ours, theirs in zip(columns.columns, of_pings(good).columns, strict=True):
+        assert ours.dtype == theirs.dtype
+        assert ours.tolist() == theirs.tolist() or all(
+            a == b or (a != a and b != b) for a, b in zip(ours.tolist(), theirs.tolist(), strict=True)
+        )  # NaN where a number is absent, on both sides
+    assert list(concatenated([columns, of_pings(good)])) == good + good
+
+
+def test_columns_parser_without_the_kernel_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from decisions import ping_columns
+
+    records = [
+        (b'{"device_id":"d","ts":1795489201836,"lat":35.64,"lng":139.71,"accuracy_m":19.9}', b"d"),
+        (b'{"device_id":"d","ts":"2026-11-23T10:00:00+09:00","lat":35.0,"lng":139.0,"extra":[1]}', b"d"),
+        (presence_check_bytes("e", 1795395600000), b"e"),
+        (b"not json", b"d"),
+        (None, b"d"),
+    ]
+    values, keys = [r for r, _ in records], [k for _, k in records]
+    native = ping_columns.parse_columns(values, keys)
+    monkeypatch.setattr(ping_columns, "_KERNEL", [None])
+    python = ping_columns.parse_columns(values, keys)
+    assert list(native[0]) == list(python[0]) and len(python[0]) == 3
+    assert (
+        [(i, e.reason) for i, e in native[1]]
+        == [(i, e.reason) for i, e in python[1]]
+        == [(3, "not_json"), (4, "empty")]
+    )
