@@ -38,7 +38,7 @@ from streams.device_view import StoreDevices, state_view
 from streams.heap import Pauses, settle_heap
 from streams.outbox import candidate_bytes
 from streams.phones import simulate
-from streams.produce import BATCH_BYTES
+from streams.produce import BATCH_BYTES, encoded, encoder_for
 from streams.settings import load_settings
 
 PARTITIONS = 12
@@ -72,8 +72,11 @@ PHASES = ("parse", "decide", "outputs", "take", "changelog", "store")
 
 
 def _produced(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    """Records appended to produce batches as the worker builds them (``streams.produce``),
-    without a broker: the bytes the batches came to."""
+    """Records made into produce batches as the worker makes them (``streams.produce``:
+    the kernel's where built, else aiokafka's builder), without a broker: the batches' bytes."""
+    kernel = encoder_for(None)
+    if kernel is not None:
+        return sum(len(batch._build()) for batch in encoded(kernel, records, BATCH_BYTES))
     size = 0
     batch = BatchBuilder(BATCH_BYTES, 0)
     for key, value in records:

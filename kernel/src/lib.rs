@@ -9,6 +9,7 @@
 //! `undecided` and Python settles them exactly, so answers are the pure path's, pair for pair.
 
 pub mod base_cells;
+pub mod batch;
 pub mod book;
 pub mod campaigns;
 pub mod cell;
@@ -666,6 +667,66 @@ fn parse_pings<'py>(
     Ok(out)
 }
 
+/// `(key, value)` rows (bytes or None each) as Kafka v2 records, split into batches as
+/// aiokafka's builder splits them at `batch_bytes`: [(records, count)] for [`record_batch`].
+#[pyfunction]
+fn encode_records<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, pyo3::types::PyList>,
+    batch_bytes: usize,
+) -> PyResult<Vec<(Bound<'py, pyo3::types::PyBytes>, i32)>> {
+    use pyo3::types::{PyBytes, PyTuple};
+    type Part<'py> = Option<Bound<'py, PyBytes>>;
+    let mut pairs: Vec<(Part<'py>, Part<'py>)> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let row = row.downcast::<PyTuple>().map_err(|_| {
+            PyValueError::new_err(format!("row {i}: expected a (key, value) tuple"))
+        })?;
+        let part = |k: usize, what: &str| -> PyResult<Option<Bound<'py, PyBytes>>> {
+            let item = row.get_item(k)?;
+            if item.is_none() {
+                return Ok(None);
+            }
+            item.downcast_into::<PyBytes>()
+                .map(Some)
+                .map_err(|_| PyValueError::new_err(format!("row {i}: the {what} is not bytes")))
+        };
+        pairs.push((part(0, "key")?, part(1, "value")?));
+    }
+    let rows = pairs
+        .iter()
+        .map(|(k, v)| (k.as_ref().map(|b| b.as_bytes()), v.as_ref().map(|b| b.as_bytes())));
+    Ok(batch::split(rows, batch_bytes)
+        .into_iter()
+        .map(|(records, n)| (PyBytes::new(py, &records), n))
+        .collect())
+}
+
+/// A whole v2 record batch of `records` (from [`encode_records`]), its header written with
+/// the producer's id, epoch and first sequence and the batch's CRC-32C.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn record_batch<'py>(
+    py: Python<'py>,
+    records: &[u8],
+    count: i32,
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) -> Bound<'py, pyo3::types::PyBytes> {
+    let header = batch::Header {
+        count,
+        timestamp_ms,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        transactional,
+    };
+    pyo3::types::PyBytes::new(py, &batch::batch(records, &header))
+}
+
 /// A batch of records parsed natively straight into columns, without a Python object per
 /// ping: (device ids, kind, ts_ms, lat, lng, accuracy_m, speed_mps), NaN for an absent number.
 /// Kind 0 is a usual ping (see [`pings`]); kind 2 (id None, numbers NaN) is a record Python's
@@ -799,5 +860,7 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_pings, m)?)?;
     m.add_function(wrap_pyfunction!(columns, m)?)?;
     m.add_function(wrap_pyfunction!(parse_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_records, m)?)?;
+    m.add_function(wrap_pyfunction!(record_batch, m)?)?;
     Ok(())
 }
