@@ -48,8 +48,8 @@ pub fn record(delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// Records split into batches as aiokafka's builder fills them: a record joins the batch if
-/// the batch (header included) stays within `batch_bytes`, and the first record of a batch
-/// always does. Returns each batch's records and their count.
+/// the batch (header included) stays under `batch_bytes` (reaching it exactly does not, as in
+/// aiokafka's compiled builder), and the first record of a batch always does. Returns each batch's records and their count.
 pub fn split<'a>(
     rows: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>,
     batch_bytes: usize,
@@ -58,7 +58,7 @@ pub fn split<'a>(
     let (mut cur, mut n) = (Vec::new(), 0i32);
     for (key, value) in rows {
         let mut rec = record(n, key, value);
-        if n > 0 && HEADER + cur.len() + rec.len() > batch_bytes {
+        if n > 0 && HEADER + cur.len() + rec.len() >= batch_bytes {
             out.push((std::mem::take(&mut cur), n));
             n = 0;
             rec = record(0, key, value);
@@ -103,6 +103,32 @@ pub fn batch(records: &[u8], h: &Header) -> Vec<u8> {
     let crc = crc32c(&out[ATTRIBUTES_AT..]);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// Kafka's murmur2 of a key (the Java client's `Utils.murmur2`, aiokafka's `murmur2`): the
+/// default partitioner's hash, so records sent in batches land where single sends would.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5BD1_E995;
+    let mut h: u32 = 0x9747_B28C ^ data.len() as u32;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        let mut k = u32::from_le_bytes(w.try_into().expect("4 bytes")).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let rest = words.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h = (h ^ u32::from(rest[0])).wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
 }
 
 /// CRC-32C (Castagnoli), by the CPU's instruction where it has one.
@@ -166,6 +192,17 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 63, 1000] {
             assert_eq!(crc32c(&data[..n]), crc32c_table(&data[..n]));
         }
+    }
+
+    #[test]
+    fn murmur2_known_values() {
+        // the Java client's test vectors (org.apache.kafka.common.utils.UtilsTest)
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(&[b'a', b'b', b'c']) as i32, 479470107);
     }
 
     #[test]

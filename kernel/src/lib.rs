@@ -702,6 +702,19 @@ fn encode_records<'py>(
         .collect())
 }
 
+/// The partition of each key among `partitions` as the producer's default partitioner picks
+/// it: `(murmur2(key) & 0x7fffffff) % partitions`.
+#[pyfunction]
+fn key_partitions(keys: Vec<Bound<'_, pyo3::types::PyBytes>>, partitions: u32) -> PyResult<Vec<u32>> {
+    if partitions == 0 {
+        return Err(PyValueError::new_err("a topic has at least one partition"));
+    }
+    Ok(keys
+        .iter()
+        .map(|k| (batch::murmur2(k.as_bytes()) & 0x7FFF_FFFF) % partitions)
+        .collect())
+}
+
 /// A whole v2 record batch of `records` (from [`encode_records`]), its header written with
 /// the producer's id, epoch and first sequence and the batch's CRC-32C.
 #[pyfunction]
@@ -862,5 +875,6 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_columns, m)?)?;
     m.add_function(wrap_pyfunction!(encode_records, m)?)?;
     m.add_function(wrap_pyfunction!(record_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(key_partitions, m)?)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofences.index import load_kernel
-from streams.produce import KeyPartitions, aiokafka_batches, encoder_for, kernel_batches
+from streams.produce import KeyPartitions, aiokafka_batches, encoder_for, kernel_batches, partition_of
 
 
 def test_kept_partitions_follow_the_topics_partition_count() -> None:
@@ -20,6 +20,16 @@ def test_kept_partitions_follow_the_topics_partition_count() -> None:
             DefaultPartitioner()(k, everything, everything) for k in keys
         ]
         assert known.partitions == partitions and len(known.of) == len(keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), min_size=1, max_size=50), st.integers(1, 1000))
+def test_the_kernels_partitions_are_the_default_partitioners(keys: list[bytes], partitions: int) -> None:
+    """murmur2 in the kernel (where built) puts every key where aiokafka's partitioner does."""
+    everything = list(range(partitions))
+    assert [partition_of(k, partitions) for k in keys] == [
+        DefaultPartitioner()(k, everything, everything) for k in keys
+    ]
 
 
 records = st.lists(
