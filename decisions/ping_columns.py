@@ -70,7 +70,7 @@ def parse_columns(
     if kernel is None:
         good, rejected = parse_pings(values, keys, native=False)
         return of_pings(good), rejected
-    ids, kind, ts, lat, lng, acc, speed = kernel.parse_columns(values, keys)
+    ids, (kind, ts, lat, lng, acc, speed) = kernel.parse_columns(values, keys)
     bad: list[tuple[int, PingRejected]] = []
     asked = np.flatnonzero(kind == ASK_PYTHON).tolist()
     for i in asked:

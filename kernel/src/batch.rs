@@ -27,7 +27,8 @@ pub fn varint(out: &mut Vec<u8>, v: i64) {
 /// One record: attributes 0, the batch's timestamp (delta 0), offset delta `delta`, the key
 /// and the value (None: null, a value's tombstone), no headers; with its length in front.
 pub fn record(delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
+    let mut body =
+        Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
     body.push(0); // attributes
     varint(&mut body, 0); // timestamp delta
     varint(&mut body, i64::from(delta));
@@ -166,7 +167,11 @@ fn crc32c_table(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -201,7 +206,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(&[b'a', b'b', b'c']) as i32, 479470107);
     }
 

@@ -629,6 +629,17 @@ fn projector() -> &'static Projector {
     PROJECTOR.get_or_init(Projector::new)
 }
 
+/// A record's value parsed by the ping fast path (see [`pings`]), checked against its key;
+/// None where Python's detailed path must look (not bytes, unusual or invalid).
+fn fast_record<'a>(value: &'a Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> Option<pings::Fast<'a>> {
+    let raw = value.downcast::<pyo3::types::PyBytes>().ok()?;
+    let key = key
+        .downcast::<pyo3::types::PyBytes>()
+        .ok()
+        .map(|k| k.as_bytes());
+    pings::fast(raw.as_bytes(), key)
+}
+
 /// The usual pings of a batch of records, parsed natively (see [`pings`]): a list of
 /// `ping(device_id, ts_ms, lat, lng, accuracy_m, speed_mps)`, None where Python's detailed
 /// path must look (an unusual or invalid ping, a presence check, no value).
@@ -639,19 +650,13 @@ fn parse_pings<'py>(
     keys: &Bound<'py, pyo3::types::PyList>,
     ping: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
-    use pyo3::types::{PyBytes, PyList};
+    use pyo3::types::PyList;
     if values.len() != keys.len() {
         return Err(PyValueError::new_err("values and keys differ in length"));
     }
     let out = PyList::empty(py);
     for (value, key) in values.iter().zip(keys.iter()) {
-        let parsed = match value.downcast::<PyBytes>() {
-            Err(_) => None,
-            Ok(raw) => {
-                let key = key.downcast::<PyBytes>().ok().map(|k| k.as_bytes());
-                pings::fast(raw.as_bytes(), key)
-            }
-        };
+        let parsed = fast_record(&value, &key);
         match parsed {
             None => out.append(py.None())?,
             Some(p) => out.append(ping.call1((
@@ -693,9 +698,12 @@ fn encode_records<'py>(
         };
         pairs.push((part(0, "key")?, part(1, "value")?));
     }
-    let rows = pairs
-        .iter()
-        .map(|(k, v)| (k.as_ref().map(|b| b.as_bytes()), v.as_ref().map(|b| b.as_bytes())));
+    let rows = pairs.iter().map(|(k, v)| {
+        (
+            k.as_ref().map(|b| b.as_bytes()),
+            v.as_ref().map(|b| b.as_bytes()),
+        )
+    });
     Ok(batch::split(rows, batch_bytes)
         .into_iter()
         .map(|(records, n)| (PyBytes::new(py, &records), n))
@@ -705,7 +713,10 @@ fn encode_records<'py>(
 /// The partition of each key among `partitions` as the producer's default partitioner picks
 /// it: `(murmur2(key) & 0x7fffffff) % partitions`.
 #[pyfunction]
-fn key_partitions(keys: Vec<Bound<'_, pyo3::types::PyBytes>>, partitions: u32) -> PyResult<Vec<u32>> {
+fn key_partitions(
+    keys: Vec<Bound<'_, pyo3::types::PyBytes>>,
+    partitions: u32,
+) -> PyResult<Vec<u32>> {
     if partitions == 0 {
         return Err(PyValueError::new_err("a topic has at least one partition"));
     }
@@ -744,22 +755,13 @@ fn record_batch<'py>(
 /// ping: (device ids, kind, ts_ms, lat, lng, accuracy_m, speed_mps), NaN for an absent number.
 /// Kind 0 is a usual ping (see [`pings`]); kind 2 (id None, numbers NaN) is a record Python's
 /// detailed path must look at (an unusual or invalid ping, a presence check, no value).
-#[allow(clippy::type_complexity)]
 #[pyfunction]
 fn parse_columns<'py>(
     py: Python<'py>,
     values: &Bound<'py, pyo3::types::PyList>,
     keys: &Bound<'py, pyo3::types::PyList>,
-) -> PyResult<(
-    Bound<'py, pyo3::types::PyList>,
-    Bound<'py, PyArray1<u8>>,
-    Bound<'py, PyArray1<i64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-)> {
-    use pyo3::types::{PyBytes, PyList, PyString};
+) -> PyResult<(Bound<'py, pyo3::types::PyList>, ColumnArrays<'py>)> {
+    use pyo3::types::{PyList, PyString};
     if values.len() != keys.len() {
         return Err(PyValueError::new_err("values and keys differ in length"));
     }
@@ -768,13 +770,7 @@ fn parse_columns<'py>(
     let (mut kind, mut ts) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut cols: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
     for (value, key) in values.iter().zip(keys.iter()) {
-        let parsed = match value.downcast::<PyBytes>() {
-            Err(_) => None,
-            Ok(raw) => {
-                let key = key.downcast::<PyBytes>().ok().map(|k| k.as_bytes());
-                pings::fast(raw.as_bytes(), key)
-            }
-        };
+        let parsed = fast_record(&value, &key);
         match parsed {
             None => {
                 ids.append(py.None())?;
@@ -795,35 +791,45 @@ fn parse_columns<'py>(
             }
         }
     }
-    let [lat, lng, acc, speed] = cols;
-    Ok((
-        ids,
-        kind.into_pyarray(py),
-        ts.into_pyarray(py),
-        lat.into_pyarray(py),
-        lng.into_pyarray(py),
-        acc.into_pyarray(py),
-        speed.into_pyarray(py),
-    ))
+    Ok((ids, column_arrays(py, kind, ts, cols)))
 }
 
-/// The columns of a batch of `Ping`s and presence checks (anything not of type `ping`):
-/// (kind: 0 ping, 1 check; ts_ms; lat, lng, accuracy_m, speed_mps with NaN for none), read
-/// in one pass for the presence book and the index.
-#[allow(clippy::type_complexity)]
-#[pyfunction]
-fn columns<'py>(
-    py: Python<'py>,
-    items: &Bound<'py, pyo3::types::PyList>,
-    ping: &Bound<'py, pyo3::types::PyType>,
-) -> PyResult<(
+/// A batch's (kind, ts_ms, lat, lng, accuracy_m, speed_mps) as numpy arrays.
+type ColumnArrays<'py> = (
     Bound<'py, PyArray1<u8>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray1<f64>>,
-)> {
+);
+
+fn column_arrays<'py>(
+    py: Python<'py>,
+    kind: Vec<u8>,
+    ts: Vec<i64>,
+    cols: [Vec<f64>; 4],
+) -> ColumnArrays<'py> {
+    let [lat, lng, acc, speed] = cols;
+    (
+        kind.into_pyarray(py),
+        ts.into_pyarray(py),
+        lat.into_pyarray(py),
+        lng.into_pyarray(py),
+        acc.into_pyarray(py),
+        speed.into_pyarray(py),
+    )
+}
+
+/// The columns of a batch of `Ping`s and presence checks (anything not of type `ping`):
+/// (kind: 0 ping, 1 check; ts_ms; lat, lng, accuracy_m, speed_mps with NaN for none), read
+/// in one pass for the presence book and the index.
+#[pyfunction]
+fn columns<'py>(
+    py: Python<'py>,
+    items: &Bound<'py, pyo3::types::PyList>,
+    ping: &Bound<'py, pyo3::types::PyType>,
+) -> PyResult<ColumnArrays<'py>> {
     use pyo3::intern;
     let n = items.len();
     let (mut kind, mut ts) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -850,15 +856,7 @@ fn columns<'py>(
             }
         }
     }
-    let [lat, lng, acc, speed] = cols;
-    Ok((
-        kind.into_pyarray(py),
-        ts.into_pyarray(py),
-        lat.into_pyarray(py),
-        lng.into_pyarray(py),
-        acc.into_pyarray(py),
-        speed.into_pyarray(py),
-    ))
+    Ok(column_arrays(py, kind, ts, cols))
 }
 
 #[pymodule]
