@@ -23,11 +23,13 @@ STATE = b"s"  # + device id -> DeviceState bytes
 DEVICE = b"d"  # + device id -> Device record bytes
 CHANGELOG_NEXT = b"~changelog"  # next changelog offset to read
 DEVICES_NEXT = b"~devices"  # next devices-topic offset to read
-# RocksDB's write buffer (memtable). Every state change is a new entry until the buffer is
-# flushed, so its skip list grows with the write rate: at RocksDB's default (64 MiB, ~450k
-# entries of a few hundred bytes) a put cost 1.3 µs of CPU, at 8 MiB 0.87, flushes included
-# (1.2M puts of 130 B over 2,500 keys, 2026-12-03).
-WRITE_BUFFER_BYTES = 8 << 20
+# RocksDB's write buffer (memtable), one for all of a worker's partitions. Every state change
+# is a new entry until the buffer is flushed: 8 MiB was right for one store per partition (a
+# put 0.87 µs of CPU against 1.3 at RocksDB's 64 MiB, 2026-12-03), but shared by twelve
+# partitions it flushed twelve times as often, and at 100k dense fences (~435-B states, one
+# a ping) one worker fell from 68.8k to 50.0k pings/s; at 48 MiB, 69.6k (2026-12-07). Still
+# half the memory of the twelve 8-MiB buffers it replaces.
+WRITE_BUFFER_BYTES = 48 << 20
 
 
 class LocalStore:
