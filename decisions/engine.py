@@ -20,7 +20,7 @@ import numpy as np
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
 from decisions.decided import BOOK_TRIGGERS, Decisions, Rows, Written
 from decisions.decision_row import DecisionRow
-from decisions.ping_columns import PingColumns, concatenated
+from decisions.ping_columns import PingColumns, concatenated, of_pings
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
 from decisions.records import Device, Notification, Outcome, Transition
@@ -107,24 +107,6 @@ def pick_locale(device_locale: str, offered: Sequence[str], fallback: str) -> st
     if fallback in offered:
         return fallback
     return offered[0]
-
-
-def _or_nan(x: float | None) -> float:
-    return NAN if x is None else x
-
-
-def _columns(pings: Sequence[Ping | PresenceCheck]) -> tuple[Any, ...]:
-    """(kind, ts, lat, lng, accuracy, speed) of a batch, as the kernel's ``columns`` reads them."""
-    n = len(pings)
-    real = [p if isinstance(p, Ping) else None for p in pings]
-    return (
-        np.fromiter((0 if p is not None else 1 for p in real), np.uint8, n),
-        np.fromiter((p.ts_ms for p in pings), np.int64, n),
-        np.fromiter((p.lat if p is not None else NAN for p in real), np.float64, n),
-        np.fromiter((p.lng if p is not None else NAN for p in real), np.float64, n),
-        np.fromiter((_or_nan(p.accuracy_m) if p is not None else NAN for p in real), np.float64, n),
-        np.fromiter((_or_nan(p.speed_mps) if p is not None else NAN for p in real), np.float64, n),
-    )
 
 
 def utc(ms: int) -> datetime:
@@ -259,7 +241,7 @@ class Engine:
         if isinstance(pings, PingColumns):
             columns = pings.columns
         else:
-            columns = read(list(pings), Ping) if read is not None else _columns(pings)
+            columns = read(list(pings), Ping) if read is not None else of_pings(pings).columns
         kind, _, lat, lng, acc, _ = columns
         real: Any = None  # positions of the pings among the items (None: all are pings)
         if kind.any():
