@@ -66,11 +66,11 @@ def parse_columns(
     in order, and [(index, why)] of the rejected records. The kernel parses the usual ping;
     the rest go through ``parse_record`` (which names what is wrong); without the kernel,
     ``parse_pings`` and the columns read from its pings."""
-    kernel = _kernel()
-    if kernel is None:
+    parser = _parser()
+    if parser is None:
         good, rejected = parse_pings(values, keys, native=False)
         return of_pings(good), rejected
-    ids, (kind, ts, lat, lng, acc, speed) = kernel.parse_columns(values, keys)
+    ids, (kind, ts, lat, lng, acc, speed) = parser(values, keys)
     bad: list[tuple[int, PingRejected]] = []
     asked = np.flatnonzero(kind == ASK_PYTHON).tolist()
     for i in asked:
@@ -126,13 +126,8 @@ def _or_nan(x: float | None) -> float:
     return math.nan if x is None else x
 
 
-_KERNEL: list[Any] = []  # [the kernel if it parses columns, else None], looked up at first use
+def _parser() -> Any:
+    """The kernel's ``parse_columns``, or None."""
+    from geofences.index import kernel_function
 
-
-def _kernel() -> Any:
-    if not _KERNEL:
-        from geofences.index import load_kernel
-
-        kernel = load_kernel()
-        _KERNEL.append(kernel if kernel is not None and hasattr(kernel, "parse_columns") else None)
-    return _KERNEL[0]
+    return kernel_function("parse_columns")

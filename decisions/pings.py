@@ -197,16 +197,10 @@ def parse_pings(
     return good, bad
 
 
-_NATIVE: list[Any] = []  # [the kernel's parse_pings, or None], looked up at first use
-
-
 def _native_parser() -> Any:
-    if not _NATIVE:
-        from geofences.index import load_kernel
+    from geofences.index import kernel_function
 
-        kernel = load_kernel()
-        _NATIVE.append(getattr(kernel, "parse_pings", None) if kernel is not None else None)
-    return _NATIVE[0]
+    return kernel_function("parse_pings")
 
 
 def _fast_ping(obj: object, key: bytes | None) -> Ping | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib
 import math
 import os
@@ -58,7 +59,7 @@ _RES_MASK = np.uint64(0xF) << _RES_SHIFT
 _RES_BITS = 0xF << 52  # _RES_MASK as a plain int
 
 IntArray = NDArray[np.int64]
-KERNEL_API = 7  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
+KERNEL_API = 8  # the kernel's signature this module speaks (kernel/src/lib.rs: API)
 
 
 def load_kernel(environ: Mapping[str, str] | None = None) -> Any:
@@ -76,6 +77,13 @@ def load_kernel(environ: Mapping[str, str] | None = None) -> Any:
         warnings.warn("geopush: geofences._kernel is stale; `make kernel` rebuilds it", RuntimeWarning, stacklevel=2)
         return None
     return kernel
+
+
+@functools.cache
+def kernel_function(name: str) -> Any:
+    """The kernel's function ``name``, looked up once (None: no kernel, or an older one without it)."""
+    kernel = load_kernel()
+    return getattr(kernel, name, None) if kernel is not None else None
 
 
 @dataclass(frozen=True)

@@ -159,20 +159,14 @@ def partition_of(key: bytes, partitions: int) -> int:
     """The partition the producer's default partitioner picks for ``key`` (murmur2, as the
     Java client): records sent in batches land where single sends of them would. The
     kernel's murmur2 where built (~0.2 µs; aiokafka's, in Python, ~2 µs a key)."""
-    if not _MURMUR:
-        from geofences.index import load_kernel
+    from geofences.index import kernel_function
 
-        kernel = load_kernel()
-        _MURMUR.append(getattr(kernel, "key_partitions", None) if kernel is not None else None)
-    native = _MURMUR[0]
+    native = kernel_function("key_partitions")
     if native is not None:
         return int(native([key], partitions)[0])
     from aiokafka.partitioner import murmur2
 
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-_MURMUR: list[Any] = []  # [the kernel's key_partitions, or None], looked up at first use
 
 
 @dataclass

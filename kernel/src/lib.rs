@@ -14,6 +14,7 @@ pub mod book;
 pub mod campaigns;
 pub mod cell;
 pub mod exact;
+pub mod fetched;
 pub mod pings;
 pub mod presence;
 pub mod records;
@@ -29,7 +30,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Bumped whenever the Python-facing signature changes; index.py checks it.
-const API: u32 = 7;
+const API: u32 = 8;
 
 /// The index in matching form. Built once per catalog version, queried from any thread.
 #[pyclass(frozen, module = "geofences._kernel")]
@@ -726,6 +727,64 @@ fn key_partitions(
         .collect())
 }
 
+/// Whether every whole batch of a fetched buffer can be read by [`read_records`] (message
+/// format v2, uncompressed); else aiokafka reads it.
+#[pyfunction]
+fn plain_batches(buf: &[u8]) -> bool {
+    fetched::plain(buf)
+}
+
+/// Up to `max` records of a fetched buffer from byte `pos` (a batch's start) whose offsets are
+/// at least `next_offset`: (keys, values, offsets, first timestamp or None, the next read's
+/// pos and next_offset, every whole batch read). ValueError names a bad CRC's batch or what
+/// is corrupt.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn read_records<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, pyo3::types::PyBytes>,
+    pos: usize,
+    next_offset: i64,
+    max: usize,
+    check_crc: bool,
+) -> PyResult<(
+    Bound<'py, pyo3::types::PyList>,
+    Bound<'py, pyo3::types::PyList>,
+    Bound<'py, pyo3::types::PyList>,
+    Option<i64>,
+    usize,
+    i64,
+    bool,
+)> {
+    use pyo3::types::{PyBytes, PyList};
+    let r = fetched::read(buf.as_bytes(), pos, next_offset, max, check_crc).map_err(|e| {
+        PyValueError::new_err(match e {
+            fetched::Error::Crc(base) => {
+                format!("the CRC-32C of the batch at offset {base} differs from its bytes")
+            }
+            fetched::Error::Corrupt(what) | fetched::Error::Unsupported(what) => what,
+        })
+    })?;
+    let bytes = |part: &Option<&[u8]>| -> PyObject {
+        match part {
+            Some(b) => PyBytes::new(py, b).into_any().unbind(),
+            None => py.None(),
+        }
+    };
+    let keys = PyList::new(py, r.keys.iter().map(bytes))?;
+    let values = PyList::new(py, r.values.iter().map(bytes))?;
+    let offsets = PyList::new(py, &r.offsets)?;
+    Ok((
+        keys,
+        values,
+        offsets,
+        r.first_ts,
+        r.pos,
+        r.next_offset,
+        r.done,
+    ))
+}
+
 /// A whole v2 record batch of `records` (from [`encode_records`]), its header written with
 /// the producer's id, epoch and first sequence and the batch's CRC-32C.
 #[pyfunction]
@@ -874,5 +933,7 @@ fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_records, m)?)?;
     m.add_function(wrap_pyfunction!(record_batch, m)?)?;
     m.add_function(wrap_pyfunction!(key_partitions, m)?)?;
+    m.add_function(wrap_pyfunction!(plain_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(read_records, m)?)?;
     Ok(())
 }

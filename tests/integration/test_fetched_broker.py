@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer import fetcher
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from streams.fetched import columns_of, columns_supported, getmany_columns
+from geofences.index import kernel_function
+from streams.fetched import KeptRecords, columns_of, columns_supported, getmany_columns
 from streams.local_kafka import LocalKafka
 
 pytestmark = pytest.mark.integration
@@ -72,6 +74,8 @@ def test_columns_read_what_getmany_reads_through_small_fetches(kafka_broker: Loc
     ours, our_positions, supported = asyncio.run(read(kafka_broker.bootstrap, topic, columns=True))
     theirs, their_positions, _ = asyncio.run(read(kafka_broker.bootstrap, topic, columns=False))
     assert supported, "the pinned aiokafka's fetcher is read as columns"
+    # and, the kernel built, its plain batches by the kernel (the gzip ones by aiokafka)
+    assert (fetcher.MemoryRecords is KeptRecords) == (kernel_function("read_records") is not None)
     assert ours == theirs
     assert sum(len(offsets) for _, _, offsets in ours.values()) == RECORDS
     assert our_positions == their_positions == {p: len(ours[p][2]) for p in range(PARTITIONS)}

@@ -231,7 +231,7 @@ def test_columns_parser_without_the_kernel_gives_the_same(monkeypatch: pytest.Mo
     ]
     values, keys = [r for r, _ in records], [k for _, k in records]
     native = ping_columns.parse_columns(values, keys)
-    monkeypatch.setattr(ping_columns, "_KERNEL", [None])
+    monkeypatch.setattr(ping_columns, "_parser", lambda: None)
     python = ping_columns.parse_columns(values, keys)
     assert list(native[0]) == list(python[0]) and len(python[0]) == 3
     assert (
