@@ -23,13 +23,16 @@ STATE = b"s"  # + device id -> DeviceState bytes
 DEVICE = b"d"  # + device id -> Device record bytes
 CHANGELOG_NEXT = b"~changelog"  # next changelog offset to read
 DEVICES_NEXT = b"~devices"  # next devices-topic offset to read
-# RocksDB's write buffer (memtable), one for all of a worker's partitions. Every state change
-# is a new entry until the buffer is flushed: 8 MiB was right for one store per partition (a
-# put 0.87 µs of CPU against 1.3 at RocksDB's 64 MiB, 2026-12-03), but shared by twelve
-# partitions it flushed twelve times as often, and at 100k dense fences (~435-B states, one
-# a ping) one worker fell from 68.8k to 50.0k pings/s; at 48 MiB, 69.6k (2026-12-07). Still
-# half the memory of the twelve 8-MiB buffers it replaces.
-WRITE_BUFFER_BYTES = 48 << 20
+# RocksDB's write buffers (memtables), for all of a worker's partitions. Every state change is
+# a new entry until its buffer is flushed, and an insert walks a skip list of every entry: the
+# bigger the buffer, the more cache misses a put costs. 8 MiB, two of them, flushed too often
+# for twelve partitions (100k dense fences: 50.0k pings/s against 68.8k); one 48-MiB buffer
+# (2026-12-07) cost 1.08-1.17 µs of the worker's thread a ~120-B state. Four of 16 MiB: 0.73-0.78
+# (~435-B states: 0.76-0.83 against 0.89-0.92), fewer CPU seconds in all (flushes run on
+# RocksDB's threads, the spare buffers let them fall behind without stalling the writes), and
+# 64 MiB at most instead of 96 (2.4M puts of 1,600 a batch over 30k devices, 2026-12-07).
+WRITE_BUFFER_BYTES = 16 << 20
+WRITE_BUFFERS = 4
 
 
 class LocalStore:
@@ -52,6 +55,7 @@ class LocalStore:
         self.path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(WRITE_BUFFERS)
         db = Rdict(str(self.path), options=options)
         writes = WriteOptions()
         # the changelog is the log (see the module's doc); a property, though rocksdict's stub says a method
