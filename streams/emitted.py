@@ -38,9 +38,13 @@ class EmittedIds:
                 self.ids[p] = await self._read_back(p)
 
     async def seen(self, partition: int, notification_id: bytes) -> bool:
+        return notification_id in await self.of(partition)
+
+    async def of(self, partition: int) -> set[bytes]:
+        """The partition's ids (read back first if not yet), to test and add to in a loop."""
         if partition not in self.ids:
             self.ids[partition] = await self._read_back(partition)
-        return notification_id in self.ids[partition]
+        return self.ids[partition]
 
     def add(self, partition: int, notification_id: bytes) -> None:
         self.ids.setdefault(partition, set()).add(notification_id)

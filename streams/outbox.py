@@ -31,11 +31,13 @@ def candidate_bytes(c: Candidate) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Pending:
     """An outbox record as the budget step reads it: the notify decision, the campaign's
-    budget (None: unlimited) and the notification's record as written."""
+    budget (None: unlimited), the notification's record as written, and the decision's (what
+    the budget step writes when it lets the decision stand: not serialised again, ~1.5 µs)."""
 
     decision: DecisionRow
     budget: int | None
     notification: bytes
+    decision_bytes: bytes
 
     @property
     def notification_id(self) -> str:
@@ -73,7 +75,7 @@ class Pending:
             _field(d, "campaign_id", str, "decision"), transition, "notify",
             _field(d, "reason", str, "decision"), nid, _field(d, "catalog_version", str, "decision"),
         )  # fmt: skip
-        return cls(decision, budget, orjson.dumps(n))  # orjson writes back the bytes it read
+        return cls(decision, budget, orjson.dumps(n), orjson.dumps(d))  # orjson writes back the bytes it read
 
 
 def _field(obj: dict[str, Any], name: str, kind: type, within: str = "") -> Any:

@@ -83,12 +83,14 @@ class BudgetLoop:
 
     async def handle(self, records: dict[Any, list[Any]]) -> None:
         s, producer = self.settings, self.producer
-        outputs: list[tuple[int, DecisionRow, Pending, bytes | None]] = []  # (partition, final, candidate, id if sent)
+        # (partition, final decision, its bytes, candidate, notification id if sent)
+        outputs: list[tuple[int, DecisionRow, bytes, Pending, bytes | None]] = []
         spent: dict[int, set[str]] = {}
         final: list[DecisionRow] = []  # decided here (a duplicate's decision was counted the first time)
         for tp, msgs in records.items():
             p = tp.partition
             used = self.used[p]
+            emitted = await self.emitted.of(p)
             for m in msgs:
                 try:
                     cand = Pending.loads(m.value)
@@ -97,17 +99,19 @@ class BudgetLoop:
                     log.error("unreadable candidate at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
                     continue
                 nid: bytes = cand.notification_id.encode()
-                if await self.emitted.seen(p, nid):
+                if nid in emitted:
                     self.counts["duplicate_candidates"] += 1
-                    outputs.append((p, cand.decision, cand, None))  # its decision again; never its notification
+                    # its decision again; never its notification
+                    outputs.append((p, cand.decision, cand.decision_bytes, cand, None))
                     continue
                 campaign = cand.decision.campaign_id or ""
                 decision, spend = apply_budget(cand.decision, cand.budget, used[campaign])
                 if spend:
                     used[campaign] += 1
                     spent.setdefault(p, set()).add(campaign)
-                    self.emitted.add(p, nid)
-                outputs.append((p, decision, cand, nid if spend else None))
+                    emitted.add(nid)
+                raw = cand.decision_bytes if decision is cand.decision else decision.dumps()
+                outputs.append((p, decision, raw, cand, nid if spend else None))
                 final.append(decision)
         for (outcome, reason), n in observe_decisions(self.metrics, Rows(final), transitions=False).items():
             self.counts[f"decision:{outcome}:{reason}"] += n
@@ -118,9 +122,9 @@ class BudgetLoop:
             acks.extend(x.future for x in await send_records(producer, budget_changelog(s), p, counts))
         await asyncio.gather(*acks)
         # 2. decisions and notifications
-        decisions = [(decision.device_id.encode(), decision.dumps()) for _, decision, _, _ in outputs]
+        decisions = [(decision.device_id.encode(), raw) for _, decision, raw, _, _ in outputs]
         pushes: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-        for p, _, cand, sent_id in outputs:
+        for p, _, _, cand, sent_id in outputs:
             if sent_id is not None:
                 pushes.setdefault(p, []).append((sent_id, cand.notification))
         sent = await send_keyed(producer, s.topic_decisions, decisions)

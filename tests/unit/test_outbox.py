@@ -51,6 +51,7 @@ def test_the_budget_step_reads_back_the_bytes_the_decision_step_wrote() -> None:
     for c in cands:
         got = Pending.loads(candidate_bytes(c))
         assert got.decision.dumps() == c.decision.dumps()
+        assert got.decision_bytes == c.decision.dumps()  # what the budget step writes when it stands
         assert got.decision == c.decision
         assert got.notification == c.notification.dumps()
         assert Notification.loads(got.notification) == c.notification  # what the delivery step reads
