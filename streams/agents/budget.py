@@ -25,6 +25,7 @@ from decisions.decision_row import DecisionRow
 from decisions.engine import apply_budget
 from streams.agents.decide import observe_decisions
 from streams.emitted import EmittedIds
+from streams.fetched import Columns, columns_of, columns_supported, getmany_columns
 from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
 from streams.outbox import Pending
@@ -34,6 +35,8 @@ from streams.settings import Settings
 from streams.topics import budget_changelog, outbox_topic
 
 log = logging.getLogger("geopush.budget")
+POLL_MS = 200
+MAX_CANDIDATES = 1000  # a poll's most candidates
 
 
 class BudgetLoop:
@@ -55,7 +58,7 @@ class BudgetLoop:
         s = self.settings
         consumer = AIOKafkaConsumer(
             group_id=budget_group(s), enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=1000, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
+            max_poll_records=MAX_CANDIDATES, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
         )  # fmt: skip
         self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
@@ -63,17 +66,18 @@ class BudgetLoop:
         await self.producer.start()
         await warm(self.producer, [s.topic_notifications, budget_changelog(s)])
         await consumer.start()
+        columns = columns_supported(consumer)  # read as the decision step reads its pings
         log.info("budget started: group %s, %s -> %s", budget_group(s), outbox_topic(s), s.topic_notifications)
         try:
             while True:
-                records = await consumer.getmany(timeout_ms=200, max_records=1000)
+                records = await self.poll(consumer, columns)
                 async with self.lock:
-                    records = {tp: msgs for tp, msgs in records.items() if tp.partition in self.used}
+                    records = {tp: cols for tp, cols in records.items() if tp.partition in self.used}
                     if not records:
                         continue
                     await self.handle(records)
                     try:
-                        await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
+                        await consumer.commit({tp: cols.offsets[-1] + 1 for tp, cols in records.items()})
                     except CommitFailedError as exc:
                         self.counts["commit_failed"] += 1
                         log.warning("commit of candidates failed (rebalance), they will be seen again: %s", exc)
@@ -81,22 +85,30 @@ class BudgetLoop:
             await consumer.stop()
             await self.producer.stop()
 
-    async def handle(self, records: dict[Any, list[Any]]) -> None:
+    @staticmethod
+    async def poll(consumer: Any, columns: bool) -> dict[Any, Columns]:
+        """The next candidates, each partition's as columns (:mod:`streams.fetched`)."""
+        if columns:
+            return await getmany_columns(consumer, POLL_MS, MAX_CANDIDATES)
+        fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_CANDIDATES)
+        return {tp: columns_of(msgs) for tp, msgs in fetched.items()}
+
+    async def handle(self, records: dict[Any, Columns]) -> None:
         s, producer = self.settings, self.producer
         # (partition, final decision, its bytes, candidate, notification id if sent)
         outputs: list[tuple[int, DecisionRow, bytes, Pending, bytes | None]] = []
         spent: dict[int, set[str]] = {}
         final: list[DecisionRow] = []  # decided here (a duplicate's decision was counted the first time)
-        for tp, msgs in records.items():
+        for tp, cols in records.items():
             p = tp.partition
             used = self.used[p]
             emitted = await self.emitted.of(p)
-            for m in msgs:
+            for value, offset in zip(cols.values, cols.offsets, strict=True):
                 try:
-                    cand = Pending.loads(m.value)
+                    cand = Pending.loads(value)
                 except ValueError as exc:
                     self.counts["bad_candidates"] += 1
-                    log.error("unreadable candidate at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+                    log.error("unreadable candidate at %s[%d]@%d: %s", tp.topic, p, offset, exc)
                     continue
                 nid: bytes = cand.notification_id.encode()
                 if nid in emitted:
