@@ -20,10 +20,11 @@ import numpy as np
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
 from decisions.decided import BOOK_TRIGGERS, Decisions, Rows, Written
 from decisions.decision_row import DecisionRow
+from decisions.notification_row import NotificationRow
 from decisions.ping_columns import PingColumns, concatenated, of_pings
 from decisions.pings import Ping, PresenceCheck
 from decisions.presence import Inside, Rules, Step, quiet_step, step
-from decisions.records import Device, Notification, Outcome, Transition
+from decisions.records import Device, Outcome, Transition
 from decisions.schedule import blocked_at, closes_at, local_time, store_tz
 from decisions.state import DeviceState
 from geofences.catalog import Campaign, Caps, Store
@@ -84,7 +85,7 @@ class Candidate:
     """A notify decision waiting for the campaign's budget (the campaign-keyed step)."""
 
     decision: DecisionRow
-    notification: Notification
+    notification: NotificationRow
     budget: int | None
 
 
@@ -579,7 +580,7 @@ class Engine:
 
     def _render(
         self, ping: Ping | PresenceCheck, store: Store, c: Campaign, device: Device, nid: str, local: datetime
-    ) -> Notification:  # fmt: skip
+    ) -> NotificationRow:  # fmt: skip
         """The push for this device: the offer's text in its locale, valid until the offer's
         validity or the store's closing, whichever is first (``local``: the store's time now)."""
         locale, title, body = self._text(store, c, device.locale)
@@ -587,10 +588,9 @@ class Engine:
         closing = closes_at(store, local)
         if closing is not None and closing < expires:
             expires = closing
-        return Notification(
-            notification_id=nid, device_id=ping.device_id, campaign_id=c.id, store_id=store.id,
-            ts=utc(ping.ts_ms), locale=locale, title=title, body=body, deeplink=c.offer.deeplink,
-            token=device.token, token_kind=device.token_kind, expires_at=expires.astimezone(UTC),
+        return NotificationRow(
+            nid, ping.device_id, c.id, store.id, ping.ts_ms, locale, title, body, c.offer.deeplink, device.token,
+            device.token_kind, expires,
         )  # fmt: skip
 
     def _text(self, store: Store, c: Campaign, device_locale: str) -> tuple[str, str, str]:

@@ -30,6 +30,7 @@ MODULES = (
     "decisions.caps",
     "decisions.schedule",
     "decisions.decision_row",
+    "decisions.notification_row",
     "decisions.engine",
     "geofences.geodesy",
 )

@@ -9,6 +9,7 @@ import pytest
 
 from decisions.decision_row import DecisionRow
 from decisions.engine import Candidate, Engine, apply_budget
+from decisions.notification_row import NotificationRow
 from decisions.pings import parse_ping
 from decisions.records import Decision, Notification
 from decisions.replay import DictStates
@@ -38,9 +39,9 @@ def odd_candidate() -> Candidate:
     at = datetime(2026, 11, 24, 3, 0, 0, 7000, tzinfo=UTC)
     nid = "n-1"
     row = DecisionRow('d"1\\', 1795489200007, "s/東京", "c\n1", "exit", "notify", "ok", nid, "v\t1")
-    note = Notification(
-        notification_id=nid, device_id='d"1\\', campaign_id="c\n1", store_id="s/東京", ts=at, locale="ja",
-        title='「秋」 "latte" \\ 🍂', body="line\nbreak\u0001", token=None, expires_at=at,
+    note = NotificationRow(
+        nid, 'd"1\\', "c\n1", "s/東京", 1795489200007, "ja", '「秋」 "latte" \\ 🍂', "line\nbreak\u0001", None, None,
+        "fcm_token", at,
     )  # fmt: skip
     return Candidate(row, note, None)
 
@@ -54,7 +55,7 @@ def test_the_budget_step_reads_back_the_bytes_the_decision_step_wrote() -> None:
         assert got.decision_bytes == c.decision.dumps()  # what the budget step writes when it stands
         assert got.decision == c.decision
         assert got.notification == c.notification.dumps()
-        assert Notification.loads(got.notification) == c.notification  # what the delivery step reads
+        assert Notification.loads(got.notification) == c.notification.record()  # what the delivery step reads
         assert got.budget == c.budget and got.notification_id == c.notification.notification_id
         final, spend = apply_budget(got.decision, 0, 0)  # nothing left: suppressed for its budget
         assert not spend or got.budget is None
