@@ -8,11 +8,6 @@ mix of pings goes to a 12-partition topic once; then, side by side on the same m
 run before and after (b), the better of the two taken (its rate swings between runs here),
 (b) one geopush worker doing the whole pipeline to decision records,
 (c) two workers in one consumer group (partition split, decisions compared with (b)).
-Before anything is timed, one worker runs the whole pipeline over a few hundred thousand pings
-of the first catalog on topics of its own (``--warm-up-pings``): a broker just started spends
-much of its CPU compiling its request paths (measured here: 4–6 µs of broker CPU a ping during
-the first (b) against ~1 afterwards), CPU the worker under test shares on two cores; a broker in
-service has long compiled them. Its rate is reported apart.
 Then, for the first catalog, pings at half of (b)'s rate with ``ts`` = send time, to measure
 ping-to-decision latency (decision record time minus ping time). Also: peak RSS and CPU per
 worker, and bytes of presence state per active device (from the changelog).
@@ -479,9 +474,6 @@ def main() -> None:
                     help="latency runs in a row, each with a fresh worker and fresh topics on the same broker: the "
                          "first runs on a broker still compiling its request paths (up to ~40 %% of its CPU in "
                          "the JIT compilers during the load), the later ones on a warm broker, as in production")  # fmt: skip
-    ap.add_argument("--warm-up-pings", type=int, default=300_000,
-                    help="pings one worker runs through on topics of its own before anything is timed, so the "
-                         "broker's request paths are compiled as in a broker in service (0: none)")  # fmt: skip
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"), help="results go on top of this file")
     args = ap.parse_args()
@@ -494,7 +486,7 @@ def main() -> None:
     lines: list[str] = []
     try:
         for i, (fences, layout) in enumerate(catalogs(args.fences, args.layout)):
-            lines += bench_catalog(broker, fences, layout, args, work, logs, latency=i == 0, warm_up=i == 0)
+            lines += bench_catalog(broker, fences, layout, args, work, logs, latency=i == 0)
     finally:
         broker.stop()
     header = [
@@ -506,7 +498,6 @@ def main() -> None:
         + (f" --layout {args.layout}" if args.layout != "both" else "")
         + (f" --latency-repeat {args.latency_repeat}" if args.latency_repeat != 2 else "")
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
-        + (f" --warm-up-pings {args.warm_up_pings}" if args.warm_up_pings != 300_000 else "")
         + "`.",
         "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
         "",
@@ -538,9 +529,8 @@ def inside_fences(catalog: Any, pings: list[Any]) -> tuple[float, float]:
 
 
 def bench_catalog(
-    broker: LocalKafka, fences: int, layout: str, args: Any, work: Path, logs: Path, latency: bool,
-    warm_up: bool = False,
-) -> list[str]:  # fmt: skip
+    broker: LocalKafka, fences: int, layout: str, args: Any, work: Path, logs: Path, latency: bool
+) -> list[str]:
     dense = layout == "dense" and fences > DENSE_AT
     tag = f"f{fences}" + ("d" if dense else "")
     name = f"{fences:,} fences" + (" (dense)" if dense else "")
@@ -571,9 +561,6 @@ def bench_catalog(
             consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0, presence_sweep_s=86_400.0,
         )  # fmt: skip
 
-    warm_line: list[str] = []
-    if warm_up and args.warm_up_pings and not args.latency_rate:
-        warm_line = [warm_broker(settings, devices, pings[: args.warm_up_pings], logs, broker, tag), ""]
     one, two = settings("one"), settings("two")
     ensure_topics(one)
     ensure_topics(two)
@@ -605,7 +592,7 @@ def bench_catalog(
     both = f"best of {first.rate:,.0f} before (b) and {second.rate:,.0f} after"
     if args.only_one_worker:
         shares = f"{inside:.0%} inside a fence, {around:.1f} around a ping"
-        return [*warm_line, f"- {name}, {total:,} pings ({shares}): (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
+        return [f"- {name}, {total:,} pings ({shares}): (a) {raw:,.0f}/s ({both}), (b) one worker **{b.rate:,.0f}/s** "
                 f"({b.rate / raw:.3f} × a), {b.cpu_s[0]:.0f} CPU s, {b.rss_mb[0]:.0f} MiB; CPU µs per ping "
                 f"(a) {a.cpu_us:.1f} + broker {a.broker_us:.1f}, (b) {b.cpu_us:.1f} + broker {b.broker_us:.1f}", ""]  # fmt: skip
     c = run_workers(two, 2, total, logs, broker.process.pid, args.worker_log_level)
@@ -619,7 +606,6 @@ def bench_catalog(
         "",
         f"{where[0].upper()}{where[1:]}.",
         "",
-        *warm_line,
         "| run | pings/s | ratio | peak RSS per worker | CPU s per worker (wall s) |",
         "|---|---:|---:|---|---|",
         f"| (a) raw aiokafka consumer + orjson | {raw:,.0f} ({both}) | — | — | — |",
@@ -654,22 +640,6 @@ def bench_catalog(
             )
     print("\n".join(rows))
     return rows
-
-
-def warm_broker(settings: Any, devices: list[Any], pings: list[Any], logs: Path, broker: LocalKafka, tag: str) -> str:
-    """One worker's whole pipeline over ``pings`` on topics of their own, untimed for the results:
-    the broker's request paths compiled before (a), (b) and (c) are measured."""
-    assert broker.process is not None
-    warm = settings("warm").model_copy(update={"topic_pings": f"pings-warm-{tag}"})
-    ensure_topics(warm)
-    asyncio.run(produce(warm, devices, pings))
-    run = run_workers(warm, 1, len(pings), logs, broker.process.pid)
-    line = (
-        f"- Broker warm-up (not a result): one worker over {len(pings):,} of these pings on topics of its own, "
-        f"{run.rate:,.0f} pings/s, broker CPU {run.broker_us:.1f} µs a ping."
-    )
-    print(f"[{tag}] {line[2:]}")
-    return line
 
 
 def latency_section(
