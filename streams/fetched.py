@@ -134,6 +134,15 @@ def _reads_alike(native: bool) -> bool:
         return False
 
 
+async def poll_columns(consumer: Any, columns: bool, timeout_ms: int, max_records: int) -> dict[Any, Columns]:
+    """The next poll, each partition's records as columns: :func:`getmany_columns` where
+    ``columns`` (:func:`columns_supported` said so), else ``getmany`` read by :func:`columns_of`."""
+    if columns:
+        return await getmany_columns(consumer, timeout_ms, max_records)
+    fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    return {tp: columns_of(msgs) for tp, msgs in fetched.items()}
+
+
 async def getmany_columns(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, Columns]:
     """``consumer.getmany(timeout_ms=..., max_records=...)``, each partition's records as columns."""
     from aiokafka.errors import ConsumerStoppedError

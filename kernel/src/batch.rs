@@ -8,9 +8,9 @@
 
 /// Bytes of a v2 batch's header (base offset to record count).
 pub const HEADER: usize = 61;
-const ATTRIBUTES_AT: usize = 21; // the CRC covers the header from here, and every record
-const CRC_AT: usize = 17;
-const MAGIC: i8 = 2;
+pub const ATTRIBUTES_AT: usize = 21; // the CRC covers the header from here, and every record
+pub const CRC_AT: usize = 17;
+pub const MAGIC: i8 = 2;
 const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 const TRANSACTIONAL: i16 = 0x10;
 

@@ -6,13 +6,10 @@
 //! the CRC in hardware ([`crate::batch::crc32c`]). Compressed or pre-v2 batches are aiokafka's
 //! to read ([`plain`] tells them apart first).
 
-use crate::batch::crc32c;
+use crate::batch::{crc32c, ATTRIBUTES_AT, CRC_AT, HEADER, MAGIC};
 
 const LOG_OVERHEAD: usize = 12; // base offset + batch length
 const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const HEADER: usize = crate::batch::HEADER;
 const CODEC_MASK: i16 = 0x07;
 const LOG_APPEND_TIME: i16 = 0x08;
 const CONTROL: i16 = 0x20;
@@ -109,7 +106,7 @@ fn batch_at(buf: &[u8], pos: usize) -> Result<Option<&[u8]>, Error> {
     if batch.len() <= MAGIC_AT {
         return Err(Error::Corrupt("a batch shorter than its header".into()));
     }
-    if batch[MAGIC_AT] != 2 {
+    if batch[MAGIC_AT] as i8 != MAGIC {
         return Err(Error::Unsupported(format!(
             "message format v{}",
             batch[MAGIC_AT]

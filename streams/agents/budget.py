@@ -25,7 +25,7 @@ from decisions.decision_row import DecisionRow
 from decisions.engine import apply_budget
 from streams.agents.decide import observe_decisions
 from streams.emitted import EmittedIds
-from streams.fetched import Columns, columns_of, columns_supported, getmany_columns
+from streams.fetched import Columns, columns_supported, poll_columns
 from streams.groups import Rebalance, budget_group
 from streams.metrics import Metrics, metrics_of
 from streams.outbox import Pending
@@ -70,7 +70,7 @@ class BudgetLoop:
         log.info("budget started: group %s, %s -> %s", budget_group(s), outbox_topic(s), s.topic_notifications)
         try:
             while True:
-                records = await self.poll(consumer, columns)
+                records = await poll_columns(consumer, columns, POLL_MS, MAX_CANDIDATES)
                 async with self.lock:
                     records = {tp: cols for tp, cols in records.items() if tp.partition in self.used}
                     if not records:
@@ -84,14 +84,6 @@ class BudgetLoop:
         finally:
             await consumer.stop()
             await self.producer.stop()
-
-    @staticmethod
-    async def poll(consumer: Any, columns: bool) -> dict[Any, Columns]:
-        """The next candidates, each partition's as columns (:mod:`streams.fetched`)."""
-        if columns:
-            return await getmany_columns(consumer, POLL_MS, MAX_CANDIDATES)
-        fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_CANDIDATES)
-        return {tp: columns_of(msgs) for tp, msgs in fetched.items()}
 
     async def handle(self, records: dict[Any, Columns]) -> None:
         s, producer = self.settings, self.producer

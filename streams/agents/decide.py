@@ -36,7 +36,7 @@ from geofences.index import load_kernel
 from geofences.load import Catalog
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, LocalStore, PartitionStore, drop_per_partition_stores
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
-from streams.fetched import Columns, columns_of, columns_supported, getmany_columns
+from streams.fetched import Columns, columns_supported, poll_columns
 from streams.groups import Rebalance, decide_group
 from streams.heap import Pauses, collections_paused, settle_heap
 from streams.metrics import Metrics, observe_many
@@ -205,11 +205,7 @@ class DecideLoop:
 
     async def poll(self, consumer: Any, columns: bool) -> dict[Any, Columns]:
         """The next poll's pings, each partition's as columns (:mod:`streams.fetched`)."""
-        limit = self.settings.poll_max_records
-        if columns:
-            return await getmany_columns(consumer, POLL_MS, limit)
-        fetched = await consumer.getmany(timeout_ms=POLL_MS, max_records=limit)
-        return {tp: columns_of(msgs) for tp, msgs in fetched.items()}
+        return await poll_columns(consumer, columns, POLL_MS, self.settings.poll_max_records)
 
     def chain(self, consumer: Any, cp: Checkpoint) -> None:
         """Start a poll's checkpoint, following the newest one in flight."""
