@@ -47,12 +47,12 @@ POLL = 5000
 Record = tuple[bytes, bytes]  # (key, value)
 
 
-def polls(records: list[Record]) -> list[dict[int, list[Record]]]:
-    """The records as a worker polls them: up to POLL at a time, grouped by partition."""
+def polls(records: list[Record], size: int = POLL) -> list[dict[int, list[Record]]]:
+    """The records as a worker polls them: up to ``size`` at a time, grouped by partition."""
     out = []
-    for start in range(0, len(records), POLL):
+    for start in range(0, len(records), size):
         by_part: dict[int, list[Record]] = {}
-        for key, value in records[start : start + POLL]:
+        for key, value in records[start : start + size]:
             by_part.setdefault(zlib.crc32(key) % PARTITIONS, []).append((key, value))
         out.append(by_part)
     return out
@@ -171,6 +171,8 @@ def main() -> None:
         default="rocksdb",
         help="where the partitions' states are written (the worker's default: rocksdb)",
     )
+    ap.add_argument("--poll", type=int, default=POLL,
+                    help="records a poll: ~5,000 under full load; a few hundred at a third of it (per-poll costs)")  # fmt: skip
     ap.add_argument("--book-only", action="store_true", help="skip the Python engine run beside the presence book")
     ap.add_argument("--synthetic-tags", default="cafe,tokyo",
                     help="tags of the synthetic stores; 'tokyo' leaves them out of every campaign, to measure "
@@ -183,7 +185,7 @@ def main() -> None:
         catalog = load_catalog([fences_dir])
         devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), 4)
         records = [(p.device_id.encode(), orjson.dumps(p.body)) for p in pings[: args.pings]]
-        batches = polls(records)
+        batches = polls(records, args.poll)
         raw_devices = [d.dumps() for d in devices]
         store_dir = Path(tmp) / "stores" if args.store == "rocksdb" else None
         phases = {name: dict.fromkeys(PHASES, 0.0) for name in ("book", "python")}
@@ -209,7 +211,7 @@ def main() -> None:
         if args.profile:
             cProfile.runctx("run()", globals(), {"run": runs["book"]}, str(args.profile))
     print(
-        f"{n:,} pings, {args.fences:,} fences ({args.layout}, synthetic stores tagged {args.synthetic_tags}), "
+        f"{n:,} pings in polls of {args.poll:,}, {args.fences:,} fences ({args.layout}, synthetic stores tagged {args.synthetic_tags}), "
         f"states in {args.store}: "
         f"decode only {n / decode_s:,.0f}/s (best of {args.repeat})"
     )

@@ -335,12 +335,23 @@ class LoadCpu:
     generator: float
     worker: float
     broker: float
+    waited: float  # share of the time some runnable task waited for a core (CPU pressure)
 
     def line(self) -> str:
         return (
             f"cores used during the load: load generator {self.generator:.2f}, worker {self.worker:.2f}, "
-            f"broker {self.broker:.2f} (of {os.cpu_count()})"
+            f"broker {self.broker:.2f} (of {os.cpu_count()}); some task waited for a core {self.waited:.0%} of the time"
         )
+
+
+def cpu_waited_s() -> float:
+    """Seconds so far in which some runnable task waited for a core (Linux's CPU pressure, PSI;
+    NaN where the kernel does not report it): how crowded the cores were, beyond their use."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return float("nan")
+    return int(some.rsplit("total=", 1)[1]) / 1e6
 
 
 def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
@@ -368,7 +379,7 @@ async def latency_run(
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
     gc.collect()
     gc.freeze()
-    cpu_before = cpu_seconds(pids)
+    cpu_before = (*cpu_seconds(pids), cpu_waited_s())
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
@@ -381,7 +392,7 @@ async def latency_run(
             await asyncio.sleep(TICK_S)
         await producer.flush()
         wall = time.perf_counter() - started
-        cpu_after = cpu_seconds(pids)
+        cpu_after = (*cpu_seconds(pids), cpu_waited_s())
     finally:
         gc.unfreeze()
         await producer.stop()
@@ -467,7 +478,8 @@ def main() -> None:
     ap.add_argument("--layout", choices=(*LAYOUTS, "both"), default="both",
                     help="of the synthetic stores past 10k (see store_box); both: each catalog size in both")  # fmt: skip
     ap.add_argument("--latency-seconds", type=float, default=30.0)
-    ap.add_argument("--latency-rate", type=float, default=0.0, help="only the latency run, at this rate")
+    ap.add_argument("--latency-rate", type=lambda v: [float(x) for x in v.split(",")], default=[],
+                    help="only the latency runs, at these rates (comma-separated pings/s)")  # fmt: skip
     ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
     ap.add_argument("--latency-warmup", type=float, default=0.0,
                     help="seconds of load at the same rate before the measured ones (reported apart)")  # fmt: skip
@@ -503,6 +515,8 @@ def main() -> None:
         + (f" --latency-repeat {args.latency_repeat}" if args.latency_repeat != 2 else "")
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
         + (f" --broker-warmup {args.broker_warmup}" if args.broker_warmup != 4 else "")
+        + (f" --latency-rate {','.join(f'{r:g}' for r in args.latency_rate)}" if args.latency_rate else "")
+        + (f" --latency-seconds {args.latency_seconds:g}" if args.latency_seconds != 30 else "")
         + "`.",
         "Apache Kafka 4.1.1 (local KRaft, 1 GiB heap), 12 partitions, at-least-once, RocksDB tables, delivery off.",
         "",
@@ -576,9 +590,9 @@ def bench_catalog(
     warmed = warm_broker(settings, total, logs, broker.process.pid, args) if latency else []
     if args.latency_rate:  # repeated: each run a fresh worker and fresh topics on the same broker
         return [
-            line for i in range(args.latency_repeat)
+            line for k, rate in enumerate(args.latency_rate) for i in range(args.latency_repeat)
             for line in latency_section(
-                args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid, f"lat{i or ''}"
+                args, settings, devices, pings, rate, logs, tag, broker.process.pid, f"lat{k or ''}-{i}"
             )
         ] + warmed  # fmt: skip
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
@@ -715,7 +729,7 @@ def latency_section(
         else ""
     )
     return [
-        f"- [{app}: {'the broker’s first latency run' if app == 'lat' else 'again, fresh worker and topics'}] "
+        f"- [{app}: {'the first latency run' if app in ('lat', 'lat-0') else 'fresh worker and topics'}] "
         f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
         f"for {measured:.0f} s{first}, ts = send time, "
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "poll's fixed cost (a batch per partition to the decisions topic, the changelog and the local store, "
         "a commit) over more pings; a quiet stream's polls stay small whatever this is.",
     )  # fmt: skip
+    commit_interval_s: float = Field(
+        0.2, gt=0, le=60,
+        description="Most often the decision step commits the pings it has decided and stored (a stop or a "
+        "rebalance commits at once). Committing every poll cost the broker and the worker a request each poll; "
+        "a crash repeats at most this much of the stream (at-least-once).",
+    )  # fmt: skip
     consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")
     state_ttl_days: float = Field(

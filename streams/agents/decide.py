@@ -145,6 +145,8 @@ class DecideLoop:
         self.inflight: deque[asyncio.Future[None]] = deque()  # earlier polls' checkpoints, oldest first
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
+        self.consumer: Any = None
+        self.committed_at = 0.0  # time.monotonic() of the last commit
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -163,6 +165,7 @@ class DecideLoop:
         self.devices_consumer = AIOKafkaConsumer(
             enable_auto_commit=False, auto_offset_reset="earliest", **s.aiokafka_kwargs()
         )
+        self.consumer = consumer
         consumer.subscribe([s.topic_pings], listener=Rebalance(self))
         await self.producer.start()
         await warm(
@@ -187,14 +190,16 @@ class DecideLoop:
                     # records are left (not committed) for the new owner
                     records = {tp: cols for tp, cols in records.items() if tp.partition in self.stores}
                     if not records:
+                        await self.commit_due()  # a quiet stream: what was stored is committed now
                         continue
                     self.observe_age(records)
-                    self.chain(consumer, await self.decide_poll(records))
+                    self.chain(await self.decide_poll(records))
                     while len(self.inflight) >= CHECKPOINTS_IN_FLIGHT:
                         await self.inflight.popleft()
         finally:
             try:
                 await self.settle()
+                await self.commit_due()
             except Exception as exc:  # stopping anyway; the pings are decided again after a restart
                 log.warning("last checkpoint failed on stop: %s", exc)
             await consumer.stop()
@@ -207,10 +212,10 @@ class DecideLoop:
         """The next poll's pings, each partition's as columns (:mod:`streams.fetched`)."""
         return await poll_columns(consumer, columns, POLL_MS, self.settings.poll_max_records)
 
-    def chain(self, consumer: Any, cp: Checkpoint) -> None:
+    def chain(self, cp: Checkpoint) -> None:
         """Start a poll's checkpoint, following the newest one in flight."""
         turns = Turns.new()
-        self.enqueue(self.checkpoint(consumer, cp, turns, self.turns))
+        self.enqueue(self.checkpoint(cp, turns, self.turns))
         self.turns = turns
 
     def enqueue(self, checkpoint: Any) -> None:
@@ -262,7 +267,7 @@ class DecideLoop:
             self.forget_all()  # the engine may have changed states it will not write
             raise
 
-    async def checkpoint(self, consumer: Any, cp: Checkpoint, turns: Turns, after: Turns | None = None) -> None:
+    async def checkpoint(self, cp: Checkpoint, turns: Turns, after: Turns | None = None) -> None:
         """Outputs acknowledged; the state changes queued on the changelog after the previous
         poll's (``after``), acknowledged, then in the local store after the previous poll's;
         then the offsets committed."""
@@ -282,7 +287,7 @@ class DecideLoop:
             self.store_states(pending, ends)
             turns.stored.set_result(None)
             stored = time.perf_counter()
-            await self.commit(consumer, cp.offsets)
+            await self.commit(cp.offsets)
         except BaseException as exc:
             turns.fail(exc)
             self.forget_all()  # states ahead of what reached the changelog
@@ -294,18 +299,26 @@ class DecideLoop:
         }  # fmt: skip
         self.observe_poll(cp.records, done - cp.began, phases)
 
-    async def commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        """A poll's offsets are stored: commit them with the others due, at most once a
+        ``commit_interval_s`` (a later checkpoint, a quiet poll, a stop or a rebalance commits
+        what is left)."""
+        self.due.update(offsets)
+        if time.monotonic() - self.committed_at >= self.settings.commit_interval_s:
+            await self.commit_due()
+
+    async def commit_due(self) -> None:
         """Commit the newest offsets stored: a checkpoint that finds a commit in flight leaves
         its offsets to the next commit, which carries every poll stored by then."""
         from aiokafka.errors import CommitFailedError
 
-        self.due.update(offsets)
         async with self.committing:
             due, self.due = self.due, {}
             if not due:
                 return  # committed with a later poll's
+            self.committed_at = time.monotonic()
             try:
-                await consumer.commit(due)
+                await self.consumer.commit(due)
             except CommitFailedError as exc:  # the group moved on; the new owner redoes them
                 self.counts["commit_failed"] += 1
                 log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
@@ -455,6 +468,8 @@ class DecideLoop:
         are still ours), then drop their state."""
         async with self.lock:
             await self.drain()
+            if self.failure is None:
+                await self.commit_due()  # every partition's stored offsets, while they are ours
             for p in parts:
                 self.stores.pop(p, None)  # its keys stay in the local store, for when it comes back
                 self.open_visits.pop(p, None)

@@ -5,7 +5,9 @@ checkpoint after it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -72,12 +74,14 @@ def checkpoints(loop: DecideLoop, rec: Recorder) -> None:
     """Three polls' checkpoints whose outputs are acknowledged newest first."""
     acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
     for poll in range(3):
-        loop.chain(rec, Checkpoint(1, [acks[poll]], {poll: []}, {"t": poll}, 0.0, 0.0))
+        loop.chain(Checkpoint(1, [acks[poll]], {poll: []}, {"t": poll}, 0.0, 0.0))
     for poll, ack in reversed(list(enumerate(acks))):
         asyncio.get_running_loop().call_later(0.005 * (3 - poll), ack.set_result, None)
 
 
-def with_recorder(loop: DecideLoop, rec: Recorder) -> DecideLoop:
+def with_recorder(loop: DecideLoop, rec: Recorder, commit_interval_s: float = 1e-9) -> DecideLoop:
+    loop.settings = SimpleNamespace(commit_interval_s=commit_interval_s)  # type: ignore[assignment]
+    loop.consumer = rec
     loop.log_states = rec.log_states  # type: ignore[method-assign]
     loop.logged = rec.logged  # type: ignore[method-assign]
     loop.store_states = rec.store_states  # type: ignore[method-assign]
@@ -119,3 +123,20 @@ def test_a_failed_checkpoint_stops_every_later_one() -> None:
     # poll 2 decided (and its records queued), but neither its state nor its offset written
     assert [e for e in events if not e.startswith("queued")] == ["state 0", "commit 0"]
     assert not loop.inflight
+
+
+def test_offsets_stored_within_the_commit_interval_wait_for_the_next_commit() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        rec = Recorder()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=60.0)  # type: ignore[arg-type]
+        loop.committed_at = time.monotonic()  # just committed
+        checkpoints(loop, rec)
+        await loop.settle()
+        before = list(rec.events)
+        await loop.commit_due()  # what a quiet poll, a stop or a rebalance does
+        return before, rec.events
+
+    before, after = asyncio.run(scenario())
+    assert [e for e in before if e.startswith("state")] == ["state 0", "state 1", "state 2"]
+    assert not [e for e in before if e.startswith("commit")]  # all three stored, none committed yet
+    assert after[len(before) :] == ["commit 2"]  # then the newest offsets, in one commit
