@@ -489,7 +489,7 @@ def main() -> None:
                          "the JIT compilers during the load), the later ones on a warm broker, as in production")  # fmt: skip
     ap.add_argument("--broker-warmup", type=int, default=4,
                     help="at most this many warm-up passes on a fresh broker before timing (0: none), until its JIT "
-                         "compilers use under 5 %% of its CPU in a pass: a production broker runs warm")  # fmt: skip
+                         "compilers use under 15 %% of its CPU in a pass: a production broker runs warm")  # fmt: skip
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"), help="results go on top of this file")
     args = ap.parse_args()
@@ -687,7 +687,7 @@ def warm_broker(settings: Any, total: int, logs: Path, broker_pid: int, args: An
             + "; ".join(f"pass {i + 1}: {line}" for i, line in enumerate(passes)) + ".", ""]  # fmt: skip
 
 
-JIT_QUIET = 0.05
+JIT_QUIET = 0.15  # measured: 30 %, 16 %, 12 %, 11 % in four passes at 10k (a fresh JVM keeps compiling for minutes)
 
 
 def latency_section(
