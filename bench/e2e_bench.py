@@ -630,7 +630,7 @@ def bench_catalog(
         "| run | pings/s | ratio | peak RSS per worker | CPU s per worker (wall s) |",
         "|---|---:|---:|---|---|",
         f"| (a) raw aiokafka consumer + orjson | {raw:,.0f} ({both}) | — | — | — |",
-        f"| (b) one geopush worker | {b.rate:,.0f} | (b)/(a) = {b.rate / raw:.2f} | "
+        f"| (b) one geopush worker | {b.rate:,.0f} | (b)/(a) = {b.rate / raw:.3f} | "
         f"{', '.join(f'{r:.0f} MiB' for r in b.rss_mb)} | {', '.join(f'{x:.0f}' for x in b.cpu_s)} ({b.wall_s:.0f}) |",
         f"| (c) two workers, one group | {c.rate:,.0f} | (c)/(b) = {c.rate / b.rate:.2f} | "
         f"{', '.join(f'{r:.0f} MiB' for r in c.rss_mb)} | {', '.join(f'{x:.0f}' for x in c.cpu_s)} ({c.wall_s:.0f}) |",
