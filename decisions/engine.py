@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from decisions.caps import CapsMs, blocked_by_caps_ms, effective_caps, longest_window
-from decisions.decided import BOOK_TRIGGERS, Decisions, Rows, Written
+from decisions.decided import BOOK_TRIGGERS, Decisions, Gated, Rows, Written
 from decisions.decision_row import DecisionRow
 from decisions.notification_row import NotificationRow
 from decisions.ping_columns import PingColumns, concatenated, of_pings
@@ -89,7 +89,7 @@ class Candidate:
     budget: int | None
 
 
-Decided = tuple[Decisions, list[Candidate], list[tuple[Ping, str]]]  # one partition's batch
+Decided = tuple[Decisions, list[Candidate], Gated]  # one partition's batch
 
 
 def notification_id(device_id: str, campaign_id: str, store_id: str, visit_ms: int) -> str:
@@ -274,7 +274,7 @@ class Engine:
         said of these pings, if already asked. States held by the native presence book
         (:class:`BookStates`) are stepped there; any other store, here in Python."""
         if not pings:
-            return Rows([]), [], []
+            return Rows([]), [], Gated(pings, [], [])
         if found is None:
             found = self.found(pings)
         book = getattr(states, "book", None)
@@ -288,7 +288,8 @@ class Engine:
     ) -> Decided:  # fmt: skip
         decisions: list[DecisionRow] = []
         candidates: list[Candidate] = []
-        gated: list[tuple[Ping, str]] = []
+        gated_at: list[int] = []
+        gated_why: list[str] = []
         states = _Loaded(states)
         away = self._away_distances(pings, seen, states)
         stream_ms = self.stream_ms.get(partition, 0)
@@ -309,7 +310,8 @@ class Engine:
                 result = step(ping, state, seen[k], outside, stream_ms, self.rules)
                 reason, dropped = result.gate, result.dropped
             if reason is not None:
-                gated.append((ping, reason))
+                gated_at.append(k)
+                gated_why.append(reason)
             if dropped:
                 continue
             if result is not None and (
@@ -319,7 +321,7 @@ class Engine:
             state.prune_sent(ping.ts_ms, self.keep_ms)
             states.put(ping.device_id, state)
         self.stream_ms[partition] = stream_ms
-        return Rows(decisions), candidates, gated
+        return Rows(decisions), candidates, Gated(pings, gated_at, gated_why)
 
     def _decide_book(
         self, pings: Sequence[Ping | PresenceCheck], states: BookStates, devices: DeviceBook, partition: int,
@@ -340,12 +342,8 @@ class Engine:
         )  # fmt: skip
         self.stream_ms[partition] = stream_ms
         names = GATE_NAMES
-        gates: list[int] = codes.tolist()
-        gated: list[tuple[Ping, str]] = []
-        for k in np.flatnonzero(codes).tolist():
-            ping = pings[k]
-            assert isinstance(ping, Ping)  # presence checks pass every gate
-            gated.append((ping, names[gates[k]]))
+        at = np.flatnonzero(codes)
+        gated = Gated(pings, at.tolist(), [names[c] for c in codes[at].tolist()])
         candidates: list[Candidate] = []
         for k, what, store_id, campaign_id, visit_ms in notify:
             at = pings[k]

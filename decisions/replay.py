@@ -96,8 +96,7 @@ def replay(
     used: Counter[str] = Counter()
     for batch in batches(pings, summary):
         decisions, candidates, gated = engine.decide(batch, states, devices)
-        for _, reason in gated:
-            summary.gated[reason] += 1
+        summary.gated.update(gated.by_reason())
         finals = list(decisions)
         for cand in candidates:
             d, spend = apply_budget(cand.decision, cand.budget, used[cand.decision.campaign_id or ""])

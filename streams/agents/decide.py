@@ -354,7 +354,7 @@ class DecideLoop:
                 else:
                     visits.discard(k)
             changes[p] = states.take()
-            for reason, n in Counter(reason for _, reason in gated).items():
+            for reason, n in gated.by_reason().items():
                 self.counts[f"gated:{reason}"] += n
                 self.metrics.gated.labels(reason=reason).inc(n)
             for (outcome, reason), n in observe_decisions(self.metrics, found).items():
