@@ -588,13 +588,10 @@ def bench_catalog(
     print(f"[{tag}] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
     assert broker.process is not None
     warmed = warm_broker(settings, total, logs, broker.process.pid, args) if latency else []
-    if args.latency_rate:  # repeated: each run a fresh worker and fresh topics on the same broker
-        return [
-            line for k, rate in enumerate(args.latency_rate) for i in range(args.latency_repeat)
-            for line in latency_section(
-                args, settings, devices, pings, rate, logs, tag, broker.process.pid, f"lat{k or ''}-{i}"
-            )
-        ] + warmed  # fmt: skip
+    if args.latency_rate:
+        return (
+            latency_sections(args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid) + warmed
+        )
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
     # machine, so the ceiling is the better of the two, taken on either side of (b)
     first = asyncio.run(raw_consumer(one, total, broker.process.pid))
@@ -655,10 +652,7 @@ def bench_catalog(
         "",
     ]
     if latency:
-        for i in range(args.latency_repeat):
-            rows += latency_section(
-                args, settings, devices, pings, b.rate / 2, logs, tag, broker.process.pid, f"lat{i or ''}"
-            )
+        rows += latency_sections(args, settings, devices, pings, [b.rate / 2], logs, tag, broker.process.pid)
     print("\n".join(rows))
     return rows
 
@@ -690,9 +684,23 @@ def warm_broker(settings: Any, total: int, logs: Path, broker_pid: int, args: An
 JIT_QUIET = 0.15  # measured: 30 %, 16 %, 12 %, 11 % in four passes at 10k (a fresh JVM keeps compiling for minutes)
 
 
+def latency_sections(
+    args: Any, settings: Any, devices: list[Any], pings: list[Any], rates: list[float], logs: Path, tag: str,
+    broker_pid: int,
+) -> list[str]:  # fmt: skip
+    """:func:`latency_section` at each rate, ``--latency-repeat`` times: each run a fresh worker
+    and fresh topics on the same broker."""
+    return [
+        line for k, rate in enumerate(rates) for i in range(args.latency_repeat)
+        for line in latency_section(
+            args, settings, devices, pings, rate, logs, tag, broker_pid, f"lat{k or ''}-{i}", first_run=k == i == 0
+        )
+    ]  # fmt: skip
+
+
 def latency_section(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str,
-    broker_pid: int, app: str = "lat",
+    broker_pid: int, app: str, first_run: bool,
 ) -> list[str]:  # fmt: skip
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
     import httpx
@@ -729,7 +737,7 @@ def latency_section(
         else ""
     )
     return [
-        f"- [{app}: {'the first latency run' if app in ('lat', 'lat-0') else 'fresh worker and topics'}] "
+        f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}] "
         f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
         f"for {measured:.0f} s{first}, ts = send time, "
         f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "

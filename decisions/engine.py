@@ -342,8 +342,8 @@ class Engine:
         )  # fmt: skip
         self.stream_ms[partition] = stream_ms
         names = GATE_NAMES
-        at = np.flatnonzero(codes)
-        gated = Gated(pings, at.tolist(), [names[c] for c in codes[at].tolist()])
+        stopped = np.flatnonzero(codes)
+        gated = Gated(pings, stopped.tolist(), [names[c] for c in codes[stopped].tolist()])
         candidates: list[Candidate] = []
         for k, what, store_id, campaign_id, visit_ms in notify:
             at = pings[k]

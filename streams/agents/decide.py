@@ -145,7 +145,7 @@ class DecideLoop:
         self.inflight: deque[asyncio.Future[None]] = deque()  # earlier polls' checkpoints, oldest first
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
-        self.consumer: Any = None
+        self.consumer: Any = None  # the pings consumer, for commits (set by run)
         self.committed_at = 0.0  # time.monotonic() of the last commit
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
@@ -232,10 +232,12 @@ class DecideLoop:
                 raise failures[0]
 
     async def drain(self) -> None:
-        """:meth:`settle` for the rebalance listener and timers: a failed checkpoint is kept for
-        the main loop to raise at its next poll (raised here, it would die with the caller)."""
+        """:meth:`settle`, then commit what the checkpoints stored, for the rebalance listener and
+        timers: a failure is kept for the main loop to raise at its next poll (raised here, it
+        would die with the caller)."""
         try:
             await self.settle()
+            await self.commit_due()
         except Exception as exc:
             self.failure = exc
 
@@ -476,12 +478,10 @@ class DecideLoop:
         return self.local
 
     async def revoke(self, parts: set[int]) -> None:
-        """Finish the checkpoint in flight (it commits the revoked partitions' offsets while they
-        are still ours), then drop their state."""
+        """Finish the checkpoints in flight and commit the offsets they stored (the revoked
+        partitions' while they are still ours), then drop their state."""
         async with self.lock:
-            await self.drain()
-            if self.failure is None:
-                await self.commit_due()  # every partition's stored offsets, while they are ours
+            await self.drain()  # commits every partition's stored offsets, while they are ours
             for p in parts:
                 self.stores.pop(p, None)  # its keys stay in the local store, for when it comes back
                 self.open_visits.pop(p, None)
