@@ -91,7 +91,7 @@ def _produced(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
 
 def decide_all(
     batches: list[dict[int, list[Record]]], fences_dir: Path, devices: list[bytes], book: bool = True,
-    store_dir: Path | None = None, phases: dict[str, float] | None = None,
+    store_dir: Path | None = None, phases: dict[str, float] | None = None, take_every: int = 1,
 ) -> Callable[[], int]:  # fmt: skip
     """A closure running the decision step over every poll (fresh state each call); ``book``:
     device states in the kernel's presence book, as the worker keeps them where it is built
@@ -116,7 +116,7 @@ def decide_all(
         books = {p: StoreDevices(stores[p]) for p in stores}
         out = 0
         clock = time.perf_counter
-        for by_part in batches:
+        for i, by_part in enumerate(batches):
             t0 = clock()
             parsed = {}
             for p, msgs in by_part.items():
@@ -130,8 +130,9 @@ def decide_all(
             for found, candidates, _ in decided.values():
                 out += _produced(found.records()) + _produced((b"", candidate_bytes(c)) for c in candidates)
             t3 = clock()
-            for p in decided:
-                taken[p] = views[p].take()
+            if (i + 1) % take_every == 0 or i == len(batches) - 1:
+                for p in views:
+                    taken[p] = views[p].take()
             t4 = clock()
             for changes in taken.values():
                 out += _produced((k.encode(), v) for k, v in changes)
@@ -173,6 +174,8 @@ def main() -> None:
     )
     ap.add_argument("--poll", type=int, default=POLL,
                     help="records a poll: ~5,000 under full load; a few hundred at a third of it (per-poll costs)")  # fmt: skip
+    ap.add_argument("--take-every", type=int, default=1,
+                    help="polls decided between two checkpoints (states taken, logged and stored once for them)")  # fmt: skip
     ap.add_argument("--book-only", action="store_true", help="skip the Python engine run beside the presence book")
     ap.add_argument("--synthetic-tags", default="cafe,tokyo",
                     help="tags of the synthetic stores; 'tokyo' leaves them out of every campaign, to measure "
@@ -189,9 +192,11 @@ def main() -> None:
         raw_devices = [d.dumps() for d in devices]
         store_dir = Path(tmp) / "stores" if args.store == "rocksdb" else None
         phases = {name: dict.fromkeys(PHASES, 0.0) for name in ("book", "python")}
-        runs = {"book": decide_all(batches, fences_dir, raw_devices, True, store_dir, phases["book"])}
+        runs = {"book": decide_all(batches, fences_dir, raw_devices, True, store_dir, phases["book"], args.take_every)}
         if load_kernel() is not None and not args.book_only:
-            runs["python"] = decide_all(batches, fences_dir, raw_devices, False, store_dir, phases["python"])
+            runs["python"] = decide_all(
+                batches, fences_dir, raw_devices, False, store_dir, phases["python"], args.take_every
+            )
         if not args.no_settle:
             settle_heap()  # as the worker does once its catalog is built
         decode_s = float("inf")

@@ -36,6 +36,7 @@ class StoreStates:
         self.keep = keep
         self.decoded: dict[str, DeviceState] = {}
         self.dirty: dict[str, DeviceState] = {}
+        self.touched: dict[str, None] = {}  # changed since the last visiting() (or take)
         self.unwritten: dict[str, bytes] = {}  # taken, not yet in the store
 
     def get(self, device_id: str) -> DeviceState | None:
@@ -52,17 +53,20 @@ class StoreStates:
 
     def put(self, device_id: str, state: DeviceState) -> None:
         self.dirty[device_id] = state
+        self.touched[device_id] = None
 
     def visiting(self) -> list[tuple[str, bool]]:
-        """(device, inside some store now) of each state changed since the last take: every
-        device whose being inside may have changed (here all of them; the book reports only
-        those where it did)."""
-        return [(k, bool(v.visits)) for k, v in self.dirty.items()]
+        """(device, inside some store now) of each state changed since the last call (or take):
+        every device whose being inside may have changed (here all of them; the book reports
+        only those where it did)."""
+        touched, self.touched = self.touched, {}
+        return [(k, bool(self.dirty[k].visits)) for k in touched if k in self.dirty]
 
     def take(self) -> Changes:
         """The held writes, serialised now (the engine goes on changing the objects), to be
         written by a checkpoint; until then reads see them. Kept decoded for the next polls."""
         dirty, self.dirty = self.dirty, {}
+        self.touched = {}
         changes: Changes = []
         for device_id, state in dirty.items():
             raw = state.dumps()
@@ -85,6 +89,7 @@ class StoreStates:
         if device_ids is None:
             self.decoded.clear()
             self.dirty.clear()
+            self.touched.clear()
             self.unwritten.clear()
         else:
             for device_id in device_ids:

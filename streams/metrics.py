@@ -34,10 +34,11 @@ class Metrics:
                                      "requests.", buckets=FCM_BUCKETS, registry=r)  # fmt: skip
         self.decision_latency = Histogram("geopush_ping_to_decision_seconds", "Ping event time to decision time.",
                                           buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.poll_phase = Histogram("geopush_decide_poll_phase_seconds", "Time of each phase of a decision-step "
-                                    "poll: decide (parse, match, rules), outputs (acks of decisions, candidates, "
-                                    "dead letters), queued (behind the previous poll's checkpoint), changelog "
-                                    "(state changes acknowledged), store (local RocksDB), commit.", ["phase"],
+        self.poll_phase = Histogram("geopush_decide_poll_phase_seconds", "Time of each phase of the decision step: "
+                                    "decide (a poll's parse, match, rules), then of each checkpoint: outputs (acks "
+                                    "of its polls' decisions, candidates, dead letters), queued (behind the previous "
+                                    "checkpoint), changelog (state changes acknowledged), store (local RocksDB), "
+                                    "commit.", ["phase"],
                                     buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.poll_age = Histogram("geopush_decide_ping_age_at_poll_seconds", "Age of each decision-step poll's "
                                   "oldest ping when the step received it (its broker timestamp to now): the "

@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     )  # fmt: skip
     commit_interval_s: float = Field(
         0.2, gt=0, le=60,
-        description="Most often the decision step commits the pings it has decided and stored (a stop or a "
-        "rebalance commits at once). Committing every poll cost the broker and the worker a request each poll; "
-        "a crash repeats at most this much of the stream (at-least-once).",
+        description="How often the decision step checkpoints: the device states changed by the polls decided "
+        "since the last checkpoint are written once (changelog, local store), then their pings' offsets committed "
+        "(a stop or a rebalance checkpoints at once). Decisions are sent as each poll is decided, whatever this is. "
+        "A crash repeats at most this much of the stream (at-least-once).",
     )  # fmt: skip
     consumer_session_timeout_s: float = Field(30.0, gt=0, description="How long a silent worker keeps its partitions.")
     consumer_heartbeat_s: float = Field(3.0, gt=0, description="Consumer heartbeat interval.")

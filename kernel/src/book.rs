@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::campaigns::{Ask, Caps, Due, Reasons};
-use crate::presence::{Batch, Book, Catalog, Ping, Rules, StoreDue, GATES};
+use crate::presence::{Batch, Book, Catalog, Fold, Ping, Rules, StoreDue, GATES};
 use crate::records::{json_str, Written};
 use crate::state::{names, Names, State};
 
@@ -21,7 +21,7 @@ pub struct PresenceBook {
     version: String,
     /// Whether each device is inside some store, as Python last heard it from `visiting` or
     /// as its state was read (`load`): `visiting` reports only the devices where that changed.
-    told: HashMap<String, bool>,
+    told: HashMap<String, bool, Fold>,
 }
 
 fn items<'py>(list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'py, PyString>>> {
@@ -162,7 +162,7 @@ impl PresenceBook {
         PresenceBook {
             book: Book::new(Arc::new(Catalog::default())),
             version: "\"\"".to_owned(),
-            told: HashMap::new(),
+            told: HashMap::default(),
         }
     }
 
@@ -174,7 +174,7 @@ impl PresenceBook {
 
     /// The devices of `devices` (a list of str) whose state is not held here, once each.
     fn missing(&self, devices: &Bound<'_, PyList>) -> PyResult<Vec<String>> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<&str, Fold> = Default::default();
         let items = items(devices)?;
         Ok(strs(&items)?
             .into_iter()
@@ -189,7 +189,8 @@ impl PresenceBook {
         let st = State::loads(raw, &mut names())
             .map_err(|e| PyValueError::new_err(format!("state of device {device:?}: {e}")))?;
         if dirty {
-            self.book.dirty.insert(device.to_owned());
+            let (i, _) = self.book.dirty.insert_full(device.to_owned());
+            self.book.touched.push(i);
         } else {
             self.told.insert(device.to_owned(), !st.visits.is_empty());
         }
@@ -359,13 +360,15 @@ impl PresenceBook {
         Ok(out)
     }
 
-    /// [(device, visiting)] of the states changed since the last take whose visiting (inside
-    /// some store or not) differs from what Python last heard or what was read: the changes to
-    /// the worker's list of devices to watch for silence (most changed states do not move it).
+    /// [(device, visiting)] of the states changed since the last call (or take) whose visiting
+    /// (inside some store or not) differs from what Python last heard or what was read: the
+    /// changes to the worker's list of devices to watch for silence (most changed states do
+    /// not move it).
     fn visiting(&mut self) -> Vec<(String, bool)> {
-        let b = &self.book;
+        let b = &mut self.book;
         let mut out = Vec::new();
-        for d in b.dirty.iter() {
+        for i in b.touched.drain(..) {
+            let Some(d) = b.dirty.get_index(i) else { continue };
             let now = b.states.get(d).is_some_and(|s| !s.visits.is_empty());
             if self.told.get(d) != Some(&now) {
                 self.told.insert(d.clone(), now);
@@ -390,6 +393,7 @@ impl PresenceBook {
             None => {
                 self.book.states.clear();
                 self.book.dirty.clear();
+                self.book.touched.clear();
                 self.told.clear();
             }
             Some(ids) => {

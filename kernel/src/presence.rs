@@ -358,9 +358,17 @@ impl Deciding<'_> {
 /// One partition's device states (those read recently) and the ones changed since `take`.
 pub struct Book {
     pub catalog: Arc<Catalog>,
-    pub states: IndexMap<String, State>,
-    pub dirty: IndexSet<String>,
+    pub states: IndexMap<String, State, Fold>,
+    pub dirty: IndexSet<String, Fold>,
+    /// Indices in `dirty` of the states changed since `touched` was last drained (a device
+    /// changed in several batches is listed again): the batches between two takes are many
+    /// when the checkpoints come at an interval, and the watch on visits wants only the last.
+    pub touched: Vec<usize>,
 }
+
+/// The hasher of the device-keyed maps: foldhash, seeded per map (SipHash, std's default, was
+/// ~6 % of a worker's samples at 10k fences: five lookups a ping of a ~20-byte id).
+pub type Fold = foldhash::fast::RandomState;
 
 /// A batch of one partition: `kind[k]` 0 ping, 1 presence check; matches of ping `k` are
 /// `fence[ptr[k]..ptr[k + 1]]` with `certain`.
@@ -390,8 +398,9 @@ impl Book {
     pub fn new(catalog: Arc<Catalog>) -> Book {
         Book {
             catalog,
-            states: IndexMap::new(),
-            dirty: IndexSet::new(),
+            states: IndexMap::default(),
+            dirty: IndexSet::default(),
+            touched: Vec::new(),
         }
     }
 
@@ -399,7 +408,7 @@ impl Book {
     /// had before the batch or began earlier in it, at each later ping not inside that store
     /// (`Engine._away_distances`).
     pub fn away_pairs(&self, b: &Batch) -> (Vec<usize>, Vec<i64>) {
-        let mut maybe: HashMap<&str, Vec<u32>> = HashMap::new();
+        let mut maybe: HashMap<&str, Vec<u32>, Fold> = HashMap::default();
         let (mut ks, mut fences) = (Vec::new(), Vec::new());
         let mut inside = Vec::new();
         for k in 0..b.devices.len() {
@@ -445,7 +454,7 @@ impl Book {
     ) -> Result<(Vec<u8>, Vec<Event>, i64), A::Error> {
         let cat = Arc::clone(&self.catalog);
         let (pair_k, pair_f) = self.away_pairs(b);
-        let mut dist: HashMap<(usize, u32), f64> = HashMap::with_capacity(pair_k.len());
+        let mut dist: HashMap<(usize, u32), f64, Fold> = HashMap::with_capacity_and_hasher(pair_k.len(), Fold::default());
         for i in 0..pair_k.len().min(away.len()) {
             dist.insert(
                 (pair_k[i], self.catalog.fence_store[pair_f[i] as usize]),
@@ -454,7 +463,7 @@ impl Book {
         }
         let mut gates = vec![0u8; b.devices.len()];
         let mut events = Vec::new();
-        let mut fresh: HashMap<&str, State> = HashMap::new(); // reset, not yet kept (Engine's _Loaded)
+        let mut fresh: HashMap<&str, State, Fold> = HashMap::default(); // reset, not yet kept (Engine's _Loaded)
         let mut stream = stream_ms;
         let mut inside = Vec::new();
         for k in 0..b.devices.len() {
@@ -538,7 +547,7 @@ impl Book {
         k: usize,
         dev: &'a str,
         ts: i64,
-        fresh: &mut HashMap<&'a str, State>,
+        fresh: &mut HashMap<&'a str, State, Fold>,
         events: &mut Vec<Event>,
         ask: &mut A,
     ) -> Result<(), A::Error> {
@@ -585,19 +594,22 @@ impl Book {
     }
 
     /// The device's state changed: keep it (a reset one replaces what was read) and mark it.
-    fn keep(&mut self, dev: &str, fresh: &mut HashMap<&str, State>) {
+    fn keep(&mut self, dev: &str, fresh: &mut HashMap<&str, State, Fold>) {
         if let Some(st) = fresh.remove(dev) {
             self.states.insert(dev.to_owned(), st);
         }
-        if !self.dirty.contains(dev) {
-            self.dirty.insert(dev.to_owned());
-        }
+        let i = match self.dirty.get_index_of(dev) {
+            Some(i) => i,
+            None => self.dirty.insert_full(dev.to_owned()).0,
+        };
+        self.touched.push(i);
     }
 
     /// The changed states, serialised (notifications past the cap window forgotten), in the
     /// order they first changed; then the oldest-read quarter forgotten past `keep` states.
     pub fn take(&mut self, keep: usize, names: &Names) -> Vec<(String, Vec<u8>)> {
         let dirty = std::mem::take(&mut self.dirty);
+        self.touched.clear();
         let mut out = Vec::with_capacity(dirty.len());
         for dev in dirty {
             if let Some(st) = self.states.get_mut(&dev) {

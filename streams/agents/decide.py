@@ -6,11 +6,15 @@ one vectorised call and decided by ``decisions.engine`` (the same code as ``geop
 Per-device state lives in a local store per partition (RocksDB), backed by a compacted
 changelog topic.
 
-The order of effects is what makes it safe: outputs (decisions, candidates, dead letters) are
-acknowledged by the broker first, then the state changes that say they happened (changelog,
-then the local store), then the pings' offsets are committed. A crash anywhere repeats work
-(a decision may appear twice; a candidate's notification id is stable and the budget step
-never sends it twice) but never loses a ping.
+Outputs (decisions, candidates, dead letters) are sent as each poll is decided; the state
+changes are checkpointed at most every ``commit_interval_s``, for all the polls decided since
+the last checkpoint at once (a device's state written once, however often it pinged).
+
+The order of effects is what makes it safe: a checkpoint's outputs are acknowledged by the
+broker first, then the state changes that say they happened (changelog, then the local
+store), then the pings' offsets are committed. A crash anywhere repeats work (a decision may
+appear twice; a candidate's notification id is stable and the budget step never sends it
+twice) but never loses a ping.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +53,7 @@ from streams.topics import outbox_topic, presence_changelog
 log = logging.getLogger("geopush.decide")
 POLL_MS = 50
 CHECKPOINTS_IN_FLIGHT = 3  # polls decided ahead of their checkpoints (each waits for the one before)
-SLOW_POLL_S = 1.0  # a poll taking longer is logged with its phases (pings wait that long)
+SLOW_CHECKPOINT_S = 1.0  # a checkpoint taking longer is logged with its phases (offsets wait that long)
 
 
 def engine_for(catalog: Catalog, settings: Settings) -> Engine:
@@ -83,16 +87,27 @@ class LiveEngine:
 
 @dataclass
 class Checkpoint:
-    """What one decided poll still has to make durable, in this order: its outputs acknowledged,
-    its state changes on the changelog (acknowledged), then in the local stores, then the pings'
-    offsets committed."""
+    """What the polls decided since the last checkpoint still have to make durable, in this
+    order: their outputs acknowledged, the state changes on the changelog (acknowledged), then
+    in the local stores, then the pings' offsets committed."""
 
-    records: int
-    acks: list[Any]
-    changes: dict[int, Changes]
-    offsets: dict[Any, int]
-    began: float
-    decide_s: float
+    records: int = 0
+    acks: list[Any] = field(default_factory=list)
+    changes: dict[int, Changes] = field(default_factory=dict)  # taken when the checkpoint starts
+    offsets: dict[Any, int] = field(default_factory=dict)
+    began: float = 0.0  # time.perf_counter() when its first poll began
+    decide_s: float = 0.0
+    polls: int = 0
+
+    def add(self, records: int, acks: list[Any], offsets: dict[Any, int], began: float, decide_s: float) -> None:
+        """One more poll decided: its outputs, its offsets (the newest of each partition win)."""
+        if not self.polls:
+            self.began = began
+        self.polls += 1
+        self.records += records
+        self.acks.extend(acks)
+        self.offsets.update(offsets)
+        self.decide_s += decide_s
 
 
 @dataclass
@@ -120,14 +135,17 @@ class Turns:
 class DecideLoop:
     """Consumes pings in batches; owns the device state of the partitions it is assigned.
 
-    Later polls are decided while earlier polls' checkpoints wait for the broker (up to
-    CHECKPOINTS_IN_FLIGHT), so a ping does not wait behind another poll's acknowledgements: a
-    slow changelog ack (measured 150-260 ms in a fresh worker's first seconds) no longer stops
-    the deciding. The checkpoints overlap too: a poll's changelog records are queued as soon as
-    its outputs are acknowledged and the previous poll's records are queued (not acknowledged),
-    only the local store writes go one poll at a time, and commits carry the newest offsets
-    stored. Chained end to end instead (each checkpoint after the previous one's commit), one
-    worker spent ~45 % of its time waiting for them (bench/results/e2e.md, tenth session)."""
+    A checkpoint covers the polls decided in a ``commit_interval_s`` (:class:`Checkpoint`):
+    their changed states are taken from the views once, so a device that pinged in several of
+    them is serialised, logged and stored once. Later polls are decided while earlier
+    checkpoints wait for the broker (up to CHECKPOINTS_IN_FLIGHT), so a ping does not wait
+    behind another poll's acknowledgements: a slow changelog ack (measured 150-260 ms in a
+    fresh worker's first seconds) does not stop the deciding. The checkpoints overlap too: one's
+    changelog records are queued as soon as its outputs are acknowledged and the previous one's
+    records are queued (not acknowledged), only the local store writes go one checkpoint at a
+    time, and commits carry the newest offsets stored. Chained end to end instead (each after
+    the previous one's commit), one worker spent ~45 % of its time waiting for them
+    (bench/results/e2e.md, tenth session)."""
 
     def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics, counts: Counter[str]) -> None:
         self.settings = settings
@@ -146,7 +164,8 @@ class DecideLoop:
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
         self.consumer: Any = None  # the pings consumer, for commits (set by run)
-        self.committed_at = 0.0  # time.monotonic() of the last commit
+        self.pending: Checkpoint | None = None  # the polls decided since the last checkpoint
+        self.checkpointed_at = 0.0  # time.monotonic() when the last checkpoint started
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -189,15 +208,15 @@ class DecideLoop:
                     # a rebalance may have taken a partition between the poll and the lock: its
                     # records are left (not committed) for the new owner
                     records = {tp: cols for tp, cols in records.items() if tp.partition in self.stores}
-                    if not records:
-                        await self.commit_due()  # a quiet stream: what was stored is committed now
-                        continue
-                    self.observe_age(records)
-                    self.chain(await self.decide_poll(records))
+                    if records:
+                        self.observe_age(records)
+                        await self.decide_poll(records)
+                    self.checkpoint_if_due()  # after a quiet poll too: what was decided is not left waiting
                     while len(self.inflight) >= CHECKPOINTS_IN_FLIGHT:
                         await self.inflight.popleft()
         finally:
             try:
+                self.checkpoint_now()
                 await self.settle()
                 await self.commit_due()
             except Exception as exc:  # stopping anyway; the pings are decided again after a restart
@@ -212,8 +231,23 @@ class DecideLoop:
         """The next poll's pings, each partition's as columns (:mod:`streams.fetched`)."""
         return await poll_columns(consumer, columns, POLL_MS, self.settings.poll_max_records)
 
+    def checkpoint_if_due(self) -> None:
+        """Start a checkpoint if the last one started ``commit_interval_s`` ago or more."""
+        if time.monotonic() - self.checkpointed_at >= self.settings.commit_interval_s:
+            self.checkpoint_now()
+
+    def checkpoint_now(self) -> None:
+        """Start the checkpoint of the polls decided since the last one (if any): their state
+        changes taken from the views now, as they stand after the last of them."""
+        self.checkpointed_at = time.monotonic()
+        cp, self.pending = self.pending, None
+        if cp is None:
+            return
+        cp.changes = {p: rows for p, view in self.views.items() if (rows := view.take())}
+        self.chain(cp)
+
     def chain(self, cp: Checkpoint) -> None:
-        """Start a poll's checkpoint, following the newest one in flight."""
+        """Start a checkpoint, following the newest one in flight."""
         turns = Turns.new()
         self.enqueue(self.checkpoint(cp, turns, self.turns))
         self.turns = turns
@@ -232,10 +266,11 @@ class DecideLoop:
                 raise failures[0]
 
     async def drain(self) -> None:
-        """:meth:`settle`, then commit what the checkpoints stored, for the rebalance listener and
-        timers: a failure is kept for the main loop to raise at its next poll (raised here, it
-        would die with the caller)."""
+        """Checkpoint what was decided, :meth:`settle`, then commit what the checkpoints stored,
+        for the rebalance listener and timers: a failure is kept for the main loop to raise at
+        its next poll (raised here, it would die with the caller)."""
         try:
+            self.checkpoint_now()
             await self.settle()
             await self.commit_due()
         except Exception as exc:
@@ -251,20 +286,23 @@ class DecideLoop:
             n = sum(len(cols) for cols in records.values())
             log.debug("poll: %d records, oldest %.0f ms old, checkpoints in flight %d", n, age * 1000, busy)
 
-    def observe_poll(self, records: int, seconds: float, phases: dict[str, float]) -> None:
-        """Each phase of the poll into its histogram; a poll slower than SLOW_POLL_S also logged."""
+    def observe_checkpoint(self, cp: Checkpoint, seconds: float, phases: dict[str, float]) -> None:
+        """Each phase of the checkpoint into its histogram (decide is observed by each poll); one
+        slower than SLOW_CHECKPOINT_S also logged."""
         for phase, spent in phases.items():
             self.metrics.poll_phase.labels(phase=phase).observe(spent)
         where = ", ".join(f"{k} {v * 1000:.0f}" for k, v in phases.items())
-        if seconds >= SLOW_POLL_S:
-            log.warning("slow poll: %d records in %.0f ms (%s)", records, seconds * 1000, where)
+        args = (cp.records, cp.polls, sum(map(len, cp.changes.values())), seconds * 1000, cp.decide_s * 1000, where)
+        if seconds >= SLOW_CHECKPOINT_S:
+            log.warning("slow checkpoint: %d records of %d polls, %d states in %.0f ms (deciding %.0f ms; %s)", *args)
         else:
-            log.debug("poll checkpointed: %d records in %.0f ms (%s)", records, seconds * 1000, where)
+            log.debug("checkpoint: %d records of %d polls, %d states in %.0f ms (deciding %.0f ms; %s)", *args)
 
-    async def decide_poll(self, records: dict[Any, Columns]) -> Checkpoint:
-        """Decide one poll and queue its outputs; return what its checkpoint must make durable."""
+    async def decide_poll(self, records: dict[Any, Columns]) -> None:
+        """Decide one poll and queue its outputs; what the next checkpoint must make durable
+        goes into ``pending``."""
         try:
-            return await self._decide_poll(records)
+            await self._decide_poll(records)
         except BaseException:
             self.forget_all()  # the engine may have changed states it will not write
             raise
@@ -296,18 +334,15 @@ class DecideLoop:
             raise
         done = time.perf_counter()
         phases = {
-            "decide": cp.decide_s, "outputs": acked - began, "queued": turn - acked,
+            "outputs": acked - began, "queued": turn - acked,
             "changelog": logged - turn, "store": stored - logged, "commit": done - stored,
         }  # fmt: skip
-        self.observe_poll(cp.records, done - cp.began, phases)
+        self.observe_checkpoint(cp, done - began, phases)
 
     async def commit(self, offsets: dict[Any, int]) -> None:
-        """A poll's offsets are stored: commit them with the others due, at most once a
-        ``commit_interval_s`` (a later checkpoint, a quiet poll, a stop or a rebalance commits
-        what is left)."""
+        """A checkpoint's offsets are stored: commit them with the others due."""
         self.due.update(offsets)
-        if time.monotonic() - self.committed_at >= self.settings.commit_interval_s:
-            await self.commit_due()
+        await self.commit_due()
 
     async def commit_due(self) -> None:
         """Commit the newest offsets stored: a checkpoint that finds a commit in flight leaves
@@ -317,8 +352,7 @@ class DecideLoop:
         async with self.committing:
             due, self.due = self.due, {}
             if not due:
-                return  # committed with a later poll's
-            self.committed_at = time.monotonic()
+                return  # committed with a later checkpoint's
             try:
                 await self.consumer.commit(due)
             except CommitFailedError as exc:  # the group moved on; the new owner redoes them
@@ -326,15 +360,17 @@ class DecideLoop:
                 log.warning("commit of pings failed (rebalance), they will be decided again: %s", exc)
 
     def forget_all(self) -> None:
+        """Drop the states held (and so the polls decided since the last checkpoint, which
+        are decided again after the restart the failure leads to)."""
+        self.pending = None
         for view in self.views.values():
             view.forget()
 
-    async def _decide_poll(self, records: dict[Any, Columns]) -> Checkpoint:
+    async def _decide_poll(self, records: dict[Any, Columns]) -> None:
         began = time.perf_counter()
         s, producer = self.settings, self.producer
         engine = self.live.engine  # one catalog per poll; a swap takes effect at the next one
         acks: list[Any] = []
-        changes: dict[int, Changes] = {}
         matched_before = engine.matched_pings
         batches: dict[int, Sequence[Ping | PresenceCheck]] = {}
         for tp, cols in records.items():
@@ -355,7 +391,6 @@ class DecideLoop:
                     visits.add(k)
                 else:
                     visits.discard(k)
-            changes[p] = states.take()
             for reason, n in gated.by_reason().items():
                 self.counts[f"gated:{reason}"] += n
                 self.metrics.gated.labels(reason=reason).inc(n)
@@ -368,7 +403,11 @@ class DecideLoop:
         self.metrics.matched.inc(engine.matched_pings - matched_before)
         offsets = {tp: cols.offsets[-1] + 1 for tp, cols in records.items()}
         n = sum(len(cols) for cols in records.values())
-        return Checkpoint(n, acks, changes, offsets, began, time.perf_counter() - began)
+        if self.pending is None:
+            self.pending = Checkpoint()
+        decide_s = time.perf_counter() - began
+        self.pending.add(n, acks, offsets, began, decide_s)
+        self.metrics.poll_phase.labels(phase="decide").observe(decide_s)
 
     def dead_letters(
         self, tp: Any, cols: Columns, rejected: list[tuple[int, PingRejected]]

@@ -1,6 +1,6 @@
-"""Checkpoints in flight: written in poll order whatever order the broker acks them in, and a
-failure (seen by the main loop, a rebalance or a timer) stops the decision step and every
-checkpoint after it."""
+"""Checkpoints in flight: written in order whatever order the broker acks them in, a failure
+(seen by the main loop, a rebalance or a timer) stops the decision step and every checkpoint
+after it, and the polls of a commit interval share one checkpoint."""
 
 from __future__ import annotations
 
@@ -125,18 +125,64 @@ def test_a_failed_checkpoint_stops_every_later_one() -> None:
     assert not loop.inflight
 
 
-def test_offsets_stored_within_the_commit_interval_wait_for_the_next_commit() -> None:
-    async def scenario() -> tuple[list[str], list[str]]:
-        rec = Recorder()
-        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=60.0)  # type: ignore[arg-type]
-        loop.committed_at = time.monotonic()  # just committed
-        checkpoints(loop, rec)
-        await loop.settle()
-        before = list(rec.events)
-        await loop.commit_due()  # what a quiet poll, a stop or a rebalance does
-        return before, rec.events
+class Held:
+    """A partition's view, as the checkpoint sees it: the states changed since the last take."""
 
-    before, after = asyncio.run(scenario())
-    assert [e for e in before if e.startswith("state")] == ["state 0", "state 1", "state 2"]
-    assert not [e for e in before if e.startswith("commit")]  # all three stored, none committed yet
-    assert after[len(before) :] == ["commit 2"]  # then the newest offsets, in one commit
+    def __init__(self) -> None:
+        self.changed: dict[str, bytes] = {}
+
+    def take(self) -> list[tuple[str, bytes]]:
+        taken, self.changed = list(self.changed.items()), {}
+        return taken
+
+
+class Logged(Recorder):
+    """Records what each checkpoint logged (every partition's changes) and committed."""
+
+    async def log_states(self, changes: dict[int, Any]) -> list[Any]:
+        self.events.append(f"logged {sorted((p, d, v.decode()) for p, rows in changes.items() for d, v in rows)}")
+        return [(p, rows, []) for p, rows in changes.items()]
+
+    async def logged(self, pending: list[Any]) -> list[int | None]:
+        return [None for _ in pending]
+
+    def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
+        self.events.append(f"stored {[p for p, _, _ in pending]}")
+
+    async def commit(self, offsets: dict[str, int]) -> None:
+        self.events.append(f"commit {sorted(offsets.items())}")
+
+
+def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
+    """Polls decided within the interval share one checkpoint: a device changed in several of
+    them logged once (as it stands after the last), one commit of the newest offsets; the
+    next poll after the interval starts the next checkpoint."""
+
+    async def scenario() -> list[str]:
+        rec = Logged()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=60.0)  # type: ignore[arg-type]
+        views = {0: Held(), 1: Held()}
+        loop.views = views  # type: ignore[assignment]
+        loop.checkpointed_at = time.monotonic()  # one just started
+        acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
+        for poll, (p, device) in enumerate([(0, "a"), (1, "b"), (0, "a")]):
+            views[p].changed[device] = f"{device} after poll {poll}".encode()
+            loop.pending = loop.pending or Checkpoint()
+            loop.pending.add(1, [acks[poll]], {f"t{p}": poll + 1}, 0.0, 0.0)
+            loop.checkpoint_if_due()
+        assert not loop.inflight  # within the interval: nothing started
+        loop.settings = SimpleNamespace(commit_interval_s=1e-9)  # type: ignore[assignment]
+        loop.checkpoint_if_due()  # the interval is over
+        assert len(loop.inflight) == 1 and loop.pending is None
+        for ack in acks:
+            ack.set_result(None)
+        await loop.settle()
+        loop.checkpoint_if_due()  # nothing decided since: no checkpoint
+        assert not loop.inflight
+        return rec.events
+
+    assert asyncio.run(scenario()) == [
+        "logged [(0, 'a', 'a after poll 2'), (1, 'b', 'b after poll 1')]",
+        "stored [0, 1]",
+        "commit [('t0', 3), ('t1', 2)]",
+    ]
