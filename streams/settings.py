@@ -64,11 +64,11 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(
         20_000, ge=1, le=200_000,
         description="Most pings the decision step takes per poll. Under a backlog, bigger polls spread each "
-        "poll's fixed cost (a batch per partition to the decisions topic, the changelog and the local store, "
-        "a commit) over more pings; a quiet stream's polls stay small whatever this is.",
+        "poll's fixed cost (a fetch, a batch per partition to the decisions topic, the engine's set-up) over "
+        "more pings; a quiet stream's polls stay small whatever this is.",
     )  # fmt: skip
     commit_interval_s: float = Field(
-        0.2, gt=0, le=60,
+        1.0, gt=0, le=60,
         description="How often the decision step checkpoints: the device states changed by the polls decided "
         "since the last checkpoint are written once (changelog, local store), then their pings' offsets committed "
         "(a stop or a rebalance checkpoints at once). Decisions are sent as each poll is decided, whatever this is. "

@@ -324,7 +324,7 @@ class DecideLoop:
             logged = time.perf_counter()
             if after is not None:
                 await after.stored
-            self.store_states(pending, ends)
+            await self.store_states(pending, ends)
             turns.stored.set_result(None)
             stored = time.perf_counter()
             await self.commit(cp.offsets)
@@ -432,6 +432,7 @@ class DecideLoop:
         pending = []
         for p, rows in changes.items():
             if rows:
+                await asyncio.sleep(0)  # a checkpoint's partitions in turns with the polls (see store_states)
                 sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in rows))
                 pending.append((p, rows, sent))
         return pending
@@ -440,9 +441,12 @@ class DecideLoop:
         """Once the changelog acknowledged them: the offset after each partition's records."""
         return [await next_offset(sent) for _, _, sent in pending]
 
-    def store_states(self, pending: list[tuple[int, Changes, list[Sent]]], ends: list[int | None]) -> None:
-        """The changes in the local stores, with the changelog offset they now reflect."""
+    async def store_states(self, pending: list[tuple[int, Changes, list[Sent]]], ends: list[int | None]) -> None:
+        """The changes in the local stores, with the changelog offset they now reflect, a
+        partition at a time in turns with the polls: a second's states are ~30k at full load,
+        ~35 ms of RocksDB writes in one piece."""
         for (p, rows, _), end in zip(pending, ends, strict=True):
+            await asyncio.sleep(0)
             self.stores[p].write_states(rows, end)
             self.views[p].written(rows)
 

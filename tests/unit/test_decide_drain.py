@@ -62,7 +62,7 @@ class Recorder:
             raise OSError(f"changelog of poll {poll} failed")
         return [poll]
 
-    def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
+    async def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
         self.events.append(f"state {ends[0]}")
 
     async def commit(self, offsets: dict[str, int]) -> None:
@@ -146,7 +146,7 @@ class Logged(Recorder):
     async def logged(self, pending: list[Any]) -> list[int | None]:
         return [None for _ in pending]
 
-    def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
+    async def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
         self.events.append(f"stored {[p for p, _, _ in pending]}")
 
     async def commit(self, offsets: dict[str, int]) -> None:
