@@ -248,16 +248,17 @@ impl Kernel {
         sign * exact::boundary_distance_m(self.fence_x(f, lng), lat, origin, self.rings(f))
     }
 
-    /// Whether a point with accuracy `acc` metres is wholly inside fence `f` (`-signed >= acc`,
-    /// as `FenceIndex.match_accuracy` decides it); None where `signed` cannot say (a point
-    /// within ~0.1 mm of a polygon edge), for Python to settle.
-    fn holds(&self, f: usize, lat: f64, lng: f64, acc: f64) -> Option<bool> {
+    /// Whether a point with accuracy `acc` metres, known to be inside fence `f` (its cell is
+    /// interior, or the exact test said so), is wholly inside (`-signed >= acc`, as
+    /// `FenceIndex.match_accuracy` decides it): the distance to the boundary alone, not the
+    /// test again (a dense catalog has ~9 fences around a ping; the test was half of matching).
+    fn holds_inside(&self, f: usize, lat: f64, lng: f64, acc: f64) -> bool {
         let fc = &self.fences[f];
         if fc.circle {
-            return Some(fc.shape.holds(lat, lng, acc));
+            return fc.shape.holds(lat, lng, acc);
         }
-        let signed = self.signed(f, lat, lng);
-        (!signed.is_nan()).then_some(-signed >= acc)
+        let origin = (self.fence_x(f, fc.shape.lng), fc.shape.lat);
+        exact::boundary_distance_m(self.fence_x(f, lng), lat, origin, self.rings(f)) >= acc
     }
 
     /// One candidate entry: interior, or tested exactly; `keep(fence, undecided)` if not out.
@@ -342,8 +343,7 @@ impl Kernel {
                                 } else if u {
                                     -1 // settled in Python first
                                 } else {
-                                    self.holds(f as usize, q.lat, q.lng, q.acc)
-                                        .map_or(-1, i8::from)
+                                    i8::from(self.holds_inside(f as usize, q.lat, q.lng, q.acc))
                                 };
                                 pairs.push((q.p, f, u, holds))
                             });
