@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bench.broker_jit import jit_now
+from bench.broker_jit import jit_now, thread_cpu_s
 from decisions.records import Decision
 from geofences.load import load_catalog
 from streams.groups import budget_group, decide_group
@@ -342,12 +342,24 @@ class LoadCpu:
     worker: float
     broker: float
     waited: float  # share of the time some runnable task waited for a core (CPU pressure)
+    broker_threads: tuple[tuple[str, float], ...] = ()  # the broker's busiest threads (name, cores)
 
     def line(self) -> str:
+        busiest = ", ".join(f"{name} {cores:.2f}" for name, cores in self.broker_threads)
         return (
             f"cores used during the load: load generator {self.generator:.2f}, worker {self.worker:.2f}, "
-            f"broker {self.broker:.2f} (of {os.cpu_count()}); some task waited for a core {self.waited:.0%} of the time"
+            f"broker {self.broker:.2f} (of {os.cpu_count()}; its busiest threads: {busiest or 'not read'}); "
+            f"some task waited for a core {self.waited:.0%} of the time"
         )
+
+
+def busiest_threads(
+    before: dict[str, float], after: dict[str, float], wall: float, top: int = 4
+) -> tuple[tuple[str, float], ...]:
+    """The ``top`` threads (by name, as :func:`bench.broker_jit.thread_cpu_s` sums them) that
+    used the most of a core between two readings ``wall`` seconds apart."""
+    used = sorted(((name, (cpu - before.get(name, 0.0)) / wall) for name, cpu in after.items()), key=lambda t: -t[1])
+    return tuple(used[:top])
 
 
 def cpu_waited_s() -> float:
@@ -386,6 +398,7 @@ async def latency_run(
     gc.collect()
     gc.freeze()
     cpu_before = (*cpu_seconds(pids), cpu_waited_s())
+    threads_before = thread_cpu_s(pids[1]) if pids[1] else {}
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
@@ -399,10 +412,12 @@ async def latency_run(
         await producer.flush()
         wall = time.perf_counter() - started
         cpu_after = (*cpu_seconds(pids), cpu_waited_s())
+        threads = busiest_threads(threads_before, thread_cpu_s(pids[1]), wall) if pids[1] else ()
     finally:
         gc.unfreeze()
         await producer.stop()
-    used = LoadCpu(*((b - a) / wall for a, b in zip(cpu_before, cpu_after, strict=True)))
+    generator, worker, broker, waited = ((b - a) / wall for a, b in zip(cpu_before, cpu_after, strict=True))
+    used = LoadCpu(generator, worker, broker, waited, threads)
     await asyncio.sleep(5)
     decided = [(Decision.loads(m.value).ts.timestamp() * 1000, m.timestamp)
                for m in await read_all(s, s.topic_decisions)]  # fmt: skip
