@@ -608,7 +608,7 @@ def bench_catalog(
     asyncio.run(produce(one, devices, pings))
     print(f"[{tag}] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
     assert broker.process is not None
-    warmed = warm_broker(settings, total, logs, broker.process.pid, args) if latency else []
+    warmed = warm_broker(settings, total, logs, broker.process.pid, args, devices, pings, tag) if latency else []
     if args.latency_rate:
         return (
             latency_sections(args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid) + warmed
@@ -680,10 +680,13 @@ def bench_catalog(
     return rows
 
 
-def warm_broker(settings: Any, total: int, logs: Path, broker_pid: int, args: Any) -> list[str]:
+def warm_broker(
+    settings: Any, total: int, logs: Path, broker_pid: int, args: Any, devices: list[Any], pings: list[Any], tag: str
+) -> list[str]:  # fmt: skip
     """Warm the fresh broker as a long-running one is: passes of the whole pipeline (a worker, as
     in (b), on fresh topics, then a raw reader) until its JIT compilers use under JIT_QUIET of its
-    CPU during a pass, or ``--broker-warmup`` passes. Returns the lines that report it."""
+    CPU during a pass, or ``--broker-warmup`` passes; then a live load (a worker, pings sent at
+    LIVE_WARMUP_RATE). Returns the lines that report it."""
     if not args.broker_warmup:
         return []
     passes = []
@@ -699,12 +702,24 @@ def warm_broker(settings: Any, total: int, logs: Path, broker_pid: int, args: An
         print(f"[warm-up pass {k + 1}] {passes[-1]}")
         if spent.share < JIT_QUIET:
             break
+    # the passes read pings already on the topic; a live load's fetches wait at the broker for
+    # data to arrive, its code the JIT had not compiled: the first latency run had paid for it
+    # (its C2 compiler at 0.29-0.39 of a core, p99 0.8-1.8 s; the next run 0.04-0.07)
+    live = argparse.Namespace(**{**vars(args), "latency_seconds": LIVE_WARMUP_S, "latency_warmup": 0.0})
+    before = jit_now(broker_pid)
+    report = latency_section(live, settings, devices, pings, LIVE_WARMUP_RATE, logs, tag, broker_pid, "warmlive", False)
+    spent = jit_now(broker_pid) - before
     return [f"- Broker warm-up before timing (passes of a worker and a raw reader over the same pings, until its JIT "
             f"compilers use under {JIT_QUIET:.0%} of its CPU, at most {args.broker_warmup}): "
-            + "; ".join(f"pass {i + 1}: {line}" for i, line in enumerate(passes)) + ".", ""]  # fmt: skip
+            + "; ".join(f"pass {i + 1}: {line}" for i, line in enumerate(passes))
+            + f"; then a live load at {LIVE_WARMUP_RATE:,} pings/s for {LIVE_WARMUP_S:.0f} s, broker "
+            f"{spent.broker_s:.1f} CPU s of which JIT compilers {spent.compilers_s:.1f} ({spent.share:.0%}); "
+            f"its latency, not counted: {report[0].split('ping to dead letter ', 1)[-1]}", ""]  # fmt: skip
 
 
 JIT_QUIET = 0.15  # measured: 30 %, 16 %, 12 %, 11 % in four passes at 10k (a fresh JVM keeps compiling for minutes)
+LIVE_WARMUP_RATE = 100_000  # pings/s of the warm-up's live load, near the latency runs' rates
+LIVE_WARMUP_S = 10.0
 
 
 def latency_sections(
