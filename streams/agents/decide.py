@@ -95,14 +95,11 @@ class Checkpoint:
     acks: list[Any] = field(default_factory=list)
     changes: dict[int, Changes] = field(default_factory=dict)  # taken when the checkpoint starts
     offsets: dict[Any, int] = field(default_factory=dict)
-    began: float = 0.0  # time.perf_counter() when its first poll began
     decide_s: float = 0.0
     polls: int = 0
 
-    def add(self, records: int, acks: list[Any], offsets: dict[Any, int], began: float, decide_s: float) -> None:
+    def add(self, records: int, acks: list[Any], offsets: dict[Any, int], decide_s: float) -> None:
         """One more poll decided: its outputs, its offsets (the newest of each partition win)."""
-        if not self.polls:
-            self.began = began
         self.polls += 1
         self.records += records
         self.acks.extend(acks)
@@ -406,7 +403,7 @@ class DecideLoop:
         if self.pending is None:
             self.pending = Checkpoint()
         decide_s = time.perf_counter() - began
-        self.pending.add(n, acks, offsets, began, decide_s)
+        self.pending.add(n, acks, offsets, decide_s)
         self.metrics.poll_phase.labels(phase="decide").observe(decide_s)
 
     def dead_letters(

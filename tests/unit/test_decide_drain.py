@@ -74,7 +74,7 @@ def checkpoints(loop: DecideLoop, rec: Recorder) -> None:
     """Three polls' checkpoints whose outputs are acknowledged newest first."""
     acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
     for poll in range(3):
-        loop.chain(Checkpoint(1, [acks[poll]], {poll: []}, {"t": poll}, 0.0, 0.0))
+        loop.chain(Checkpoint(1, [acks[poll]], {poll: []}, {"t": poll}))
     for poll, ack in reversed(list(enumerate(acks))):
         asyncio.get_running_loop().call_later(0.005 * (3 - poll), ack.set_result, None)
 
@@ -168,7 +168,7 @@ def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
         for poll, (p, device) in enumerate([(0, "a"), (1, "b"), (0, "a")]):
             views[p].changed[device] = f"{device} after poll {poll}".encode()
             loop.pending = loop.pending or Checkpoint()
-            loop.pending.add(1, [acks[poll]], {f"t{p}": poll + 1}, 0.0, 0.0)
+            loop.pending.add(1, [acks[poll]], {f"t{p}": poll + 1}, 0.0)
             loop.checkpoint_if_due()
         assert not loop.inflight  # within the interval: nothing started
         loop.settings = SimpleNamespace(commit_interval_s=1e-9)  # type: ignore[assignment]
