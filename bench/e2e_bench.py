@@ -705,16 +705,17 @@ def warm_broker(
     # the passes read pings already on the topic; a live load's fetches wait at the broker for
     # data to arrive, its code the JIT had not compiled: the first latency run had paid for it
     # (its C2 compiler at 0.29-0.39 of a core, p99 0.8-1.8 s; the next run 0.04-0.07)
-    live = argparse.Namespace(**{**vars(args), "latency_seconds": LIVE_WARMUP_S, "latency_warmup": 0.0})
     before = jit_now(broker_pid)
-    report = latency_section(live, settings, devices, pings, LIVE_WARMUP_RATE, logs, tag, broker_pid, "warmlive", False)
+    live = latency_on_fresh_worker(
+        args, settings, devices, pings, LIVE_WARMUP_RATE, LIVE_WARMUP_S, 0.0, logs, tag, broker_pid, "warmlive"
+    )
     spent = jit_now(broker_pid) - before
     return [f"- Broker warm-up before timing (passes of a worker and a raw reader over the same pings, until its JIT "
             f"compilers use under {JIT_QUIET:.0%} of its CPU, at most {args.broker_warmup}): "
             + "; ".join(f"pass {i + 1}: {line}" for i, line in enumerate(passes))
-            + f"; then a live load at {LIVE_WARMUP_RATE:,} pings/s for {LIVE_WARMUP_S:.0f} s, broker "
+            + f"; then a live load at {LIVE_WARMUP_RATE:,} pings/s for {live.measured:.0f} s, broker "
             f"{spent.broker_s:.1f} CPU s of which JIT compilers {spent.compilers_s:.1f} ({spent.share:.0%}); "
-            f"its latency, not counted: {report[0].split('ping to dead letter ', 1)[-1]}", ""]  # fmt: skip
+            f"its latency, not counted: {live.figures()}.", ""]  # fmt: skip
 
 
 JIT_QUIET = 0.15  # measured: 30 %, 16 %, 12 %, 11 % in four passes at 10k (a fresh JVM keeps compiling for minutes)
@@ -736,11 +737,55 @@ def latency_sections(
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Latency:
+    """One latency run's milliseconds (see :func:`latency_run`) and the cores used meanwhile."""
+
+    decisions: list[float]  # ping time to decision record
+    probes: list[float]  # probe sent to its dead letter, over the measured seconds
+    by_window: str  # the probes' p50/p99 per 5 s
+    cold: list[float]  # the probes of the warm-up
+    measured: float  # seconds
+    cpu: LoadCpu
+
+    def figures(self) -> str:
+        return (
+            f"ping to dead letter ({len(self.probes):,} probes, one ping in {PROBE_EVERY}) "
+            f"p50 **{pct(self.probes, 50):.0f} ms**, p99 **{pct(self.probes, 99):.0f} ms**; ping to decision "
+            f"({len(self.decisions):,} decisions) p50 {pct(self.decisions, 50):.0f} ms, "
+            f"p99 {pct(self.decisions, 99):.0f} ms"
+        )
+
+
 def latency_section(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str,
     broker_pid: int, app: str, first_run: bool,
 ) -> list[str]:  # fmt: skip
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
+    warmup = args.latency_warmup
+    r = latency_on_fresh_worker(
+        args, settings, devices, pings, rate, args.latency_seconds, warmup, logs, tag, broker_pid, app
+    )
+    first = (
+        f" after a {warmup:.0f}-s warm-up at the same rate (its {len(r.cold):,} probes: p50 {pct(r.cold, 50):.0f}, "
+        f"p99 {pct(r.cold, 99):.0f} ms)"
+        if warmup
+        else ""
+    )
+    return [
+        f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}] "
+        f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
+        f"for {r.measured:.0f} s{first}, ts = send time, worker ready before the load: {r.figures()}.",
+        f"  Dead-letter p50/p99 ms per 5 s of load: {r.by_window}; {r.cpu.line()}.",
+        "",
+    ]
+
+
+def latency_on_fresh_worker(
+    args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, seconds: float, warmup: float,
+    logs: Path, tag: str, broker_pid: int, app: str,
+) -> Latency:  # fmt: skip
+    """:func:`latency_run` on a fresh worker (app ``app``, topics of its own) ready before the load."""
     import httpx
 
     lat_s = settings(app).model_copy(update={"topic_pings": f"pings-{app}-{tag}"})
@@ -761,29 +806,10 @@ def latency_section(
                 pass
             time.sleep(0.5)
         time.sleep(3)
-        warmup = args.latency_warmup
-        lat, probes, by_window, cold, measured, cpu = asyncio.run(
-            latency_run(lat_s, pings, rate, args.latency_seconds, warmup, (proc.pid, broker_pid))
-        )
+        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, (proc.pid, broker_pid))))
     finally:
         proc.terminate()
         proc.wait(60)
-    first = (
-        f" after a {warmup:.0f}-s warm-up at the same rate (its {len(cold):,} probes: p50 {pct(cold, 50):.0f}, "
-        f"p99 {pct(cold, 99):.0f} ms)"
-        if warmup
-        else ""
-    )
-    return [
-        f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}] "
-        f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
-        f"for {measured:.0f} s{first}, ts = send time, "
-        f"worker ready before the load: ping to dead letter ({len(probes):,} probes, one ping in {PROBE_EVERY}) "
-        f"p50 **{pct(probes, 50):.0f} ms**, p99 **{pct(probes, 99):.0f} ms**; ping to decision "
-        f"({len(lat):,} decisions) p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms.",
-        f"  Dead-letter p50/p99 ms per 5 s of load: {by_window}; {cpu.line()}.",
-        "",
-    ]
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class StoreStates:
         every device whose being inside may have changed (here all of them; the book reports
         only those where it did)."""
         touched, self.touched = self.touched, {}
-        return [(k, bool(self.dirty[k].visits)) for k in touched if k in self.dirty]
+        return [(k, bool(self.dirty[k].visits)) for k in touched]  # touched only with dirty, cleared with it
 
     def take(self) -> Changes:
         """The held writes, serialised now (the engine goes on changing the objects), to be

@@ -52,7 +52,7 @@ from streams.topics import outbox_topic, presence_changelog
 
 log = logging.getLogger("geopush.decide")
 POLL_MS = 50
-CHECKPOINTS_IN_FLIGHT = 3  # polls decided ahead of their checkpoints (each waits for the one before)
+CHECKPOINTS_IN_FLIGHT = 3  # waiting for the broker while later polls are decided (each after the one before)
 SLOW_CHECKPOINT_S = 1.0  # a checkpoint taking longer is logged with its phases (offsets wait that long)
 
 
@@ -110,9 +110,9 @@ class Checkpoint:
 @dataclass
 class Turns:
     """The two steps of a checkpoint the next one waits for: its changelog records queued (the
-    next poll's follow them on each partition) and its states in the local stores (written in
-    poll order, with the changelog offset each reflects). A failure fails both, so nothing of a
-    later poll reaches the store or the committed offsets."""
+    next checkpoint's follow them on each partition) and its states in the local stores (written
+    in order, with the changelog offset each reflects). A failure fails both, so nothing of a
+    later checkpoint reaches the store or the committed offsets."""
 
     queued: asyncio.Future[None]
     stored: asyncio.Future[None]
@@ -250,7 +250,7 @@ class DecideLoop:
         self.turns = turns
 
     def enqueue(self, checkpoint: Any) -> None:
-        """Start a poll's checkpoint after those in flight."""
+        """Start a checkpoint after those in flight."""
         self.inflight.append(asyncio.ensure_future(checkpoint))
 
     async def settle(self) -> None:
@@ -306,8 +306,8 @@ class DecideLoop:
 
     async def checkpoint(self, cp: Checkpoint, turns: Turns, after: Turns | None = None) -> None:
         """Outputs acknowledged; the state changes queued on the changelog after the previous
-        poll's (``after``), acknowledged, then in the local store after the previous poll's;
-        then the offsets committed."""
+        checkpoint's (``after``), acknowledged, then in the local store after the previous
+        checkpoint's; then the offsets committed."""
         began = time.perf_counter()
         try:
             await asyncio.gather(*cp.acks)
