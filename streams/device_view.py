@@ -9,14 +9,36 @@ in the store. Reads look in that order, so the engine always sees its own latest
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from decisions.records import Device
 from decisions.state import DeviceState
 from streams.device_store import PartitionStore
 
-Changes = list[tuple[str, bytes | None]]  # (device id, serialised state; None deletes)
+
+class Changes:
+    """The states a checkpoint writes: device ids and their serialised states (None deletes),
+    as two lists rather than a pair each (a second's ~60k pairs at a live 120k pings/s set off
+    garbage collections that took a third of the take). Iterates as (device id, state) pairs."""
+
+    __slots__ = ("ids", "raws")
+
+    def __init__(self, ids: list[str] | None = None, raws: Sequence[bytes | None] | None = None) -> None:
+        self.ids: list[str] = [] if ids is None else ids
+        self.raws: Sequence[bytes | None] = [] if raws is None else raws
+        if len(self.ids) != len(self.raws):
+            raise ValueError(f"{len(self.ids)} device ids for {len(self.raws)} states")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str, bytes | None]]:
+        return zip(self.ids, self.raws, strict=True)
+
+    def encoded_ids(self) -> list[bytes]:
+        """The device ids as record keys."""
+        return [device_id.encode() for device_id in self.ids]
 
 
 def drop_written(unwritten: dict[str, bytes], changes: Changes) -> None:
@@ -67,11 +89,9 @@ class StoreStates:
         written by a checkpoint; until then reads see them. Kept decoded for the next polls."""
         dirty, self.dirty = self.dirty, {}
         self.touched = {}
-        changes: Changes = []
-        for device_id, state in dirty.items():
-            raw = state.dumps()
-            self.unwritten[device_id] = raw
-            changes.append((device_id, raw))
+        ids, raws = list(dirty), [state.dumps() for state in dirty.values()]
+        self.unwritten.update(zip(ids, raws, strict=True))
+        changes = Changes(ids, raws)
         if self.keep:
             self.decoded.update(dirty)
             if len(self.decoded) > self.keep:  # forget the least recently loaded quarter
@@ -132,9 +152,9 @@ class BookStates:
         return visiting
 
     def take(self) -> Changes:
-        taken: list[tuple[str, bytes]] = self.book.take(self.keep)
-        self.unwritten.update(taken)
-        return list(taken)
+        ids, raws = self.book.take(self.keep)
+        self.unwritten.update(zip(ids, raws, strict=True))
+        return Changes(ids, raws)
 
     def written(self, changes: Changes) -> None:
         drop_written(self.unwritten, changes)

@@ -175,7 +175,8 @@ class DecideLoop:
         consumer = AIOKafkaConsumer(
             group_id=decide_group(s), enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=s.poll_max_records, session_timeout_ms=int(s.consumer_session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), **s.aiokafka_kwargs(),
+            heartbeat_interval_ms=int(s.consumer_heartbeat_s * 1000), fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_ms=s.fetch_max_wait_ms, **s.aiokafka_kwargs(),
         )  # fmt: skip
         self.producer = AIOKafkaProducer(**producer_kwargs(), **s.aiokafka_kwargs())
         self.devices_consumer = AIOKafkaConsumer(
@@ -430,7 +431,7 @@ class DecideLoop:
         for p, rows in changes.items():
             if rows:
                 await asyncio.sleep(0)  # a checkpoint's partitions in turns with the polls (see store_states)
-                sent = await send_records(self.producer, changelog, p, ((k.encode(), v) for k, v in rows))
+                sent = await send_records(self.producer, changelog, p, zip(rows.encoded_ids(), rows.raws, strict=True))
                 pending.append((p, rows, sent))
         return pending
 

@@ -16,7 +16,7 @@ from streams.device_store import (
     PartitionStore,
     drop_per_partition_stores,
 )
-from streams.device_view import StoreDevices, StoreStates
+from streams.device_view import Changes, StoreDevices, StoreStates
 
 
 @pytest.fixture(params=["rocksdb", "memory"])
@@ -156,7 +156,7 @@ def test_engine_view_keeps_recent_states_decoded_between_polls(store: PartitionS
     first.ts_ms = 100
     states.put("d0", first)
     changes = states.take()
-    assert changes == [("d0", first.dumps())] and states.dirty == {}
+    assert list(changes) == [("d0", first.dumps())] and states.dirty == {}
     store.write_states(changes, 9)
     states.written(changes)
     assert states.get("d0") is first  # the next poll: not read again
@@ -185,7 +185,7 @@ def test_engine_view_reads_states_taken_but_not_yet_written(store: PartitionStor
     states.put("d1", got)
     first = states.take()
     got.ts_ms = 99  # the engine goes on changing the object: what was taken is what was decided
-    assert first == [("d1", DeviceState(ts_ms=2).dumps())]
+    assert list(first) == [("d1", DeviceState(ts_ms=2).dumps())]
     assert states.get("d1") == DeviceState(ts_ms=2)  # not the store's ts 1
     again = states.get("d1")
     assert again is not None
@@ -270,3 +270,11 @@ def test_a_killed_store_reopens_at_a_consistent_earlier_point(tmp_path: Path) ->
     assert 0 < mark <= polls  # flushed batches kept (the newest ones may be lost)
     assert {int(raw.split(b":")[0]) for _, raw in again.states()} == {mark - 1}  # all of that one batch
     assert sum(1 for _ in again.states()) == 1000
+
+
+def test_changes_keep_ids_and_states_in_step() -> None:
+    changes = Changes(["a", "b"], [b"1", None])
+    assert list(changes) == [("a", b"1"), ("b", None)] and len(changes) == 2 and changes
+    assert changes.encoded_ids() == [b"a", b"b"] and not Changes()
+    with pytest.raises(ValueError, match="2 device ids for 1 states"):
+        Changes(["a", "b"], [b"1"])
