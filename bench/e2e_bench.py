@@ -44,7 +44,7 @@ from geofences.load import load_catalog
 from streams.groups import budget_group, decide_group
 from streams.local_kafka import LocalKafka, _die_with_parent, free_port
 from streams.phones import simulate
-from streams.produce import KeyPartitions, send_keyed
+from streams.produce import KeyPartitions, send_records
 from streams.settings import Settings, environ_for, load_settings
 from streams.topics import ensure_topics, outbox_topic, presence_changelog
 
@@ -378,20 +378,26 @@ def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
 
 
 async def latency_run(
-    s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0)
-) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:
-    """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds``. Milliseconds (a) from
-    ping time to each decision record, (b) from sending a probe (an unusable ping, one in
-    PROBE_EVERY) to its dead letter — both over the measured ``seconds`` only — and (c) the
-    probes of the warm-up (a fresh worker's first seconds: cold topics, caches, device records);
-    the seconds measured (fewer than asked when ``pings`` run out); and the cores the load
-    generator, the worker and the broker (``pids``) used while it was sent."""
+    s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0),
+    ramp: bool = False,
+) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:  # fmt: skip
+    """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds`` (``ramp``: the
+    warm-up's rate rises evenly from 0 to ``rate``). Milliseconds (a) from ping time to each
+    decision record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead
+    letter — both over the measured ``seconds`` only — and (c) the probes of the warm-up (a
+    fresh worker's first seconds: cold topics, caches, device records); the seconds measured
+    (fewer than asked when ``pings`` run out); and the cores the load generator, the worker and
+    the broker (``pids``) used while it was sent."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
     await producer.start()
-    n = min(len(pings), int(rate * (seconds + warmup)))
+    warm_s = warmup / 2 if ramp else warmup  # seconds of pings at the full rate the warm-up sends
+    n = min(len(pings), int(rate * (seconds + warm_s)))
     bodies = encoded(pings[:n])
+    partitions = len(await producer.partitions_for(s.topic_pings))
+    where = KeyPartitions()
+    to = [where.partition(key, partitions) for key, _ in bodies]  # before the load, not during it
     # the load generator's own heap (the simulated pings, earlier runs' records) out of the
     # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
@@ -402,11 +408,11 @@ async def latency_run(
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
     try:
-        sent_to, where = 0, KeyPartitions()
+        sent_to = 0
         while sent_to < n:
-            due = min(n, int((time.perf_counter() - started) * rate) + 1)  # pings due by now
+            due = min(n, int(sent_by(time.perf_counter() - started, rate, warmup if ramp else 0.0)) + 1)
             if due > sent_to:
-                await send_due(producer, s.topic_pings, where, bodies, sent_to, due)
+                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due)
                 sent_to = due
             await asyncio.sleep(TICK_S)
         await producer.flush()
@@ -433,7 +439,15 @@ async def latency_run(
     by_window = ", ".join(
         f"{k * 5}–{k * 5 + 5} s {pct(v, 50):.0f}/{pct(v, 99):.0f}" for k, v in sorted(windows.items())
     )
-    return decisions, [b - a for a, b in sent], by_window, cold, n / rate - warmup, used
+    return decisions, [b - a for a, b in sent], by_window, cold, n / rate - warm_s, used
+
+
+def sent_by(t: float, rate: float, ramp_s: float) -> float:
+    """Pings due ``t`` seconds into a load at ``rate``/s whose rate rises evenly from 0 over
+    its first ``ramp_s`` seconds (0: at the full rate from the start)."""
+    if t >= ramp_s:
+        return rate * (t - ramp_s / 2)
+    return rate * t * t / (2 * ramp_s)
 
 
 TS_SLOT = b'"ts":1000000000000'  # a 13-digit ts in each encoded ping, replaced at send time
@@ -451,22 +465,27 @@ def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
 
 
 async def send_due(
-    producer: Any, topic: str, where: KeyPartitions, bodies: list[tuple[bytes, bytes]], start: int, end: int
-) -> None:
+    producer: Any, topic: str, where: tuple[list[int], KeyPartitions], bodies: list[tuple[bytes, bytes]], start: int,
+    end: int,
+) -> None:  # fmt: skip
     """Pings ``start`` to ``end`` with ts = now, and a probe (an unusable ping whose dead letter
     times the whole path) every PROBE_EVERY, as one record batch per partition: a ``send`` per
     record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
-    shared with the broker and the worker under test. ``where``: each key's partition, kept
-    across ticks."""
-    records: list[tuple[bytes, bytes]] = []
+    shared with the broker and the worker under test. ``where``: each ping's partition, worked
+    out before the load, and the probes' keys'."""
+    to, probes = where
+    partitions = len(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
     now = b'"ts":%d' % int(time.time() * 1000)
     for i in range(start, end):
         key, body = bodies[i]
-        records.append((key, body.replace(TS_SLOT, now, 1)))
+        by_partition.setdefault(to[i], []).append((key, body.replace(TS_SLOT, now, 1)))
         if i % PROBE_EVERY == 0:
+            probe_key = f"probe-{i}".encode()
             probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": time.time() * 1000})
-            records.append((f"probe-{i}".encode(), probe))
-    await send_keyed(producer, topic, records, known=where)
+            by_partition.setdefault(probes.partition(probe_key, partitions), []).append((probe_key, probe))
+    for p, rows in by_partition.items():
+        await send_records(producer, topic, p, rows)
 
 
 TICK_S = 0.002
@@ -504,6 +523,9 @@ def main() -> None:
     ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
     ap.add_argument("--latency-warmup", type=float, default=0.0,
                     help="seconds of load at the same rate before the measured ones (reported apart)")  # fmt: skip
+    ap.add_argument("--latency-ramp", action="store_true",
+                    help="the warm-up's rate rises evenly from 0 to the latency rate (a step to the full rate left a "
+                         "fresh worker ~1 s behind at the start, drained at its few spare percent of a core)")  # fmt: skip
     ap.add_argument("--latency-repeat", type=int, default=2,
                     help="latency runs in a row, each with a fresh worker and fresh topics on the same broker: the "
                          "first runs on a broker still compiling its request paths (up to ~40 %% of its CPU in "
@@ -535,6 +557,7 @@ def main() -> None:
         + (f" --layout {args.layout}" if args.layout != "both" else "")
         + (f" --latency-repeat {args.latency_repeat}" if args.latency_repeat != 2 else "")
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
+        + (" --latency-ramp" if args.latency_ramp else "")
         + (f" --broker-warmup {args.broker_warmup}" if args.broker_warmup != 4 else "")
         + (f" --latency-rate {','.join(f'{r:g}' for r in args.latency_rate)}" if args.latency_rate else "")
         + (f" --latency-seconds {args.latency_seconds:g}" if args.latency_seconds != 30 else "")
@@ -764,10 +787,12 @@ def latency_section(
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
     warmup = args.latency_warmup
     r = latency_on_fresh_worker(
-        args, settings, devices, pings, rate, args.latency_seconds, warmup, logs, tag, broker_pid, app
-    )
+        args, settings, devices, pings, rate, args.latency_seconds, warmup, logs, tag, broker_pid, app,
+        args.latency_ramp,
+    )  # fmt: skip
+    how = "rising evenly from 0 to that rate" if args.latency_ramp else "at the same rate"
     first = (
-        f" after a {warmup:.0f}-s warm-up at the same rate (its {len(r.cold):,} probes: p50 {pct(r.cold, 50):.0f}, "
+        f" after a {warmup:.0f}-s warm-up {how} (its {len(r.cold):,} probes: p50 {pct(r.cold, 50):.0f}, "
         f"p99 {pct(r.cold, 99):.0f} ms)"
         if warmup
         else ""
@@ -783,7 +808,7 @@ def latency_section(
 
 def latency_on_fresh_worker(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, seconds: float, warmup: float,
-    logs: Path, tag: str, broker_pid: int, app: str,
+    logs: Path, tag: str, broker_pid: int, app: str, ramp: bool = False,
 ) -> Latency:  # fmt: skip
     """:func:`latency_run` on a fresh worker (app ``app``, topics of its own) ready before the load."""
     import httpx
@@ -806,7 +831,8 @@ def latency_on_fresh_worker(
                 pass
             time.sleep(0.5)
         time.sleep(3)
-        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, (proc.pid, broker_pid))))
+        pids = (proc.pid, broker_pid)
+        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp)))
     finally:
         proc.terminate()
         proc.wait(60)

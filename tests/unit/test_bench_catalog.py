@@ -1,12 +1,13 @@
-"""The end-to-end benchmark's scaled catalogs: where the synthetic stores go."""
+"""The end-to-end benchmark's scaled catalogs (where the synthetic stores go) and its latency load."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from bench.e2e_bench import DENSE_AT, REPO, TOKYO_BOX, catalogs, scaled_catalog, store_box, synthetic_stores
+from bench.e2e_bench import DENSE_AT, REPO, TOKYO_BOX, catalogs, scaled_catalog, sent_by, store_box, synthetic_stores
 
 
 def area(box: tuple[float, float, float, float]) -> float:
@@ -45,3 +46,11 @@ def test_scaled_catalog_is_the_example_plus_synthetic_stores(tmp_path: Path) -> 
     example = yaml.safe_load((REPO / "config" / "catalog" / "stores.yaml").read_text())["stores"]
     assert len(stores) == 100 and stores[: len(example)] == example
     assert {p.name for p in folder.iterdir()} == {"stores.yaml", "campaigns.yaml", "defaults.yaml"}
+
+
+def test_latency_load_ramps_up_evenly_then_holds_its_rate() -> None:
+    assert sent_by(0.0, 1000.0, 10.0) == 0.0
+    assert sent_by(5.0, 1000.0, 10.0) == pytest.approx(1250.0)  # half-way up: a quarter of the ramp's pings
+    assert sent_by(10.0, 1000.0, 10.0) == pytest.approx(5000.0)  # the ramp sends half its seconds' worth
+    assert sent_by(12.0, 1000.0, 10.0) - sent_by(11.0, 1000.0, 10.0) == pytest.approx(1000.0)  # then the rate
+    assert sent_by(3.0, 1000.0, 0.0) == pytest.approx(3000.0)  # no ramp: the rate from the start
