@@ -523,6 +523,8 @@ def main() -> None:
     ap.add_argument("--worker-log-level", default="warn", help="of the workers (debug: a line per poll)")
     ap.add_argument("--latency-warmup", type=float, default=0.0,
                     help="seconds of load at the same rate before the measured ones (reported apart)")  # fmt: skip
+    ap.add_argument("--latency-pings", type=int, default=0,
+                    help="pings simulated for the latency runs if more than --pings (a load of rate × seconds)")  # fmt: skip
     ap.add_argument("--latency-ramp", action="store_true",
                     help="the warm-up's rate rises evenly from 0 to the latency rate (a step to the full rate left a "
                          "fresh worker ~1 s behind at the start, drained at its few spare percent of a core)")  # fmt: skip
@@ -558,6 +560,7 @@ def main() -> None:
         + (f" --latency-repeat {args.latency_repeat}" if args.latency_repeat != 2 else "")
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
         + (" --latency-ramp" if args.latency_ramp else "")
+        + (f" --latency-pings {args.latency_pings}" if args.latency_pings else "")
         + (f" --broker-warmup {args.broker_warmup}" if args.broker_warmup != 4 else "")
         + (f" --latency-rate {','.join(f'{r:g}' for r in args.latency_rate)}" if args.latency_rate else "")
         + (f" --latency-seconds {args.latency_seconds:g}" if args.latency_seconds != 30 else "")
@@ -632,10 +635,15 @@ def bench_catalog(
     print(f"[{tag}] produced {total:,} pings from {len(devices):,} devices in {time.perf_counter() - t:.1f}s")
     assert broker.process is not None
     warmed = warm_broker(settings, total, logs, broker.process.pid, args, devices, pings, tag) if latency else []
-    if args.latency_rate:
-        return (
-            latency_sections(args, settings, devices, pings, args.latency_rate, logs, tag, broker.process.pid) + warmed
+    lat_devices, lat_pings = devices, pings
+    if latency and args.latency_pings > total:  # a longer load than the throughput runs' pings last
+        lat_devices, lat_pings = simulate(
+            catalog, args.latency_pings // PINGS_PER_DEVICE, int(START.timestamp() * 1000), seed=5
         )
+    if args.latency_rate:
+        return latency_sections(
+            args, settings, lat_devices, lat_pings, args.latency_rate, logs, tag, broker.process.pid
+        ) + warmed  # fmt: skip
     # (a) before and after (b): the reader's own rate swings ±20 % between runs on a shared
     # machine, so the ceiling is the better of the two, taken on either side of (b)
     first = asyncio.run(raw_consumer(one, total, broker.process.pid))
@@ -698,7 +706,7 @@ def bench_catalog(
         "",
     ]
     if latency:
-        rows += latency_sections(args, settings, devices, pings, [b.rate / 2], logs, tag, broker.process.pid)
+        rows += latency_sections(args, settings, lat_devices, lat_pings, [b.rate / 2], logs, tag, broker.process.pid)
     print("\n".join(rows))
     return rows
 
