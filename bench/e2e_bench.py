@@ -54,6 +54,7 @@ PINGS_PER_DEVICE = 31  # the simulator's average
 STALL_S = 120.0
 BUDGET_DRAIN_S = 120.0  # at most this long for the budget step to catch up once the pings are committed
 PROBE_EVERY = 50
+TICK_S = 0.005  # Kafka's producers linger 5 ms by default since 4.0 (KIP-1030); was 2 ms here
 
 
 TOKYO_BOX = (35.55, 35.82, 139.55, 139.92)  # lat, lat, lng, lng: greater Tokyo, ~1,000 km²
@@ -379,10 +380,12 @@ def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
 
 async def latency_run(
     s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0),
-    ramp: bool = False,
+    ramp: bool = False, tick_s: float = TICK_S,
 ) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:  # fmt: skip
-    """Pings at ``rate``/s with ts = send time, for ``warmup`` + ``seconds`` (``ramp``: the
-    warm-up's rate rises evenly from 0 to ``rate``). Milliseconds (a) from ping time to each
+    """Pings at ``rate``/s, sent every ``tick_s`` (those due since the last tick, one batch
+    per partition, as a gateway's producer lingers), with ts = when each tick's first ping fell
+    due, for ``warmup`` + ``seconds`` (``ramp``: the warm-up's rate rises evenly from 0 to
+    ``rate``). Milliseconds (a) from ping time to each
     decision record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead
     letter — both over the measured ``seconds`` only — and (c) the probes of the warm-up (a
     fresh worker's first seconds: cold topics, caches, device records); the seconds measured
@@ -406,15 +409,19 @@ async def latency_run(
     cpu_before = (*cpu_seconds(pids), cpu_waited_s())
     threads_before = thread_cpu_s(pids[1]) if pids[1] else {}
     started = time.perf_counter()
-    measured_ms = time.time() * 1000 + warmup * 1000  # pings sent from then on are measured
+    measured_ms = time.time() * 1000 + warmup * 1000  # pings due from then on are measured
+    ramp_s = warmup if ramp else 0.0
+    epoch_ms = time.time() * 1000 - (time.perf_counter() - started) * 1000  # wall time of `started`
     try:
         sent_to = 0
         while sent_to < n:
-            due = min(n, int(sent_by(time.perf_counter() - started, rate, warmup if ramp else 0.0)) + 1)
+            due = min(n, int(sent_by(time.perf_counter() - started, rate, ramp_s)) + 1)
             if due > sent_to:
-                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due)
+                # stamped when the first of them fell due: the wait for the tick is the ping's too
+                stamp = epoch_ms + due_at(sent_to, rate, ramp_s) * 1000
+                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due, stamp)
                 sent_to = due
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(tick_s)
         await producer.flush()
         wall = time.perf_counter() - started
         cpu_after = (*cpu_seconds(pids), cpu_waited_s())
@@ -450,6 +457,13 @@ def sent_by(t: float, rate: float, ramp_s: float) -> float:
     return rate * t * t / (2 * ramp_s)
 
 
+def due_at(n: float, rate: float, ramp_s: float) -> float:
+    """When (seconds into the load) the ``n``-th ping falls due: :func:`sent_by`'s inverse."""
+    if n >= rate * ramp_s / 2:
+        return n / rate + ramp_s / 2
+    return math.sqrt(2 * ramp_s * n / rate)
+
+
 TS_SLOT = b'"ts":1000000000000'  # a 13-digit ts in each encoded ping, replaced at send time
 
 
@@ -466,9 +480,9 @@ def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
 
 async def send_due(
     producer: Any, topic: str, where: tuple[list[int], KeyPartitions], bodies: list[tuple[bytes, bytes]], start: int,
-    end: int,
+    end: int, stamp_ms: float,
 ) -> None:  # fmt: skip
-    """Pings ``start`` to ``end`` with ts = now, and a probe (an unusable ping whose dead letter
+    """Pings ``start`` to ``end`` with ts = ``stamp_ms``, and a probe (an unusable ping whose dead letter
     times the whole path) every PROBE_EVERY, as one record batch per partition: a ``send`` per
     record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
     shared with the broker and the worker under test. ``where``: each ping's partition, worked
@@ -476,19 +490,16 @@ async def send_due(
     to, probes = where
     partitions = len(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-    now = b'"ts":%d' % int(time.time() * 1000)
+    now = b'"ts":%d' % int(stamp_ms)
     for i in range(start, end):
         key, body = bodies[i]
         by_partition.setdefault(to[i], []).append((key, body.replace(TS_SLOT, now, 1)))
         if i % PROBE_EVERY == 0:
             probe_key = f"probe-{i}".encode()
-            probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": time.time() * 1000})
+            probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": stamp_ms})
             by_partition.setdefault(probes.partition(probe_key, partitions), []).append((probe_key, probe))
     for p, rows in by_partition.items():
         await send_records(producer, topic, p, rows)
-
-
-TICK_S = 0.002
 
 
 async def read_all(s: Settings, topic: str) -> list[Any]:
@@ -528,6 +539,9 @@ def main() -> None:
     ap.add_argument("--latency-ramp", action="store_true",
                     help="the warm-up's rate rises evenly from 0 to the latency rate (a step to the full rate left a "
                          "fresh worker ~1 s behind at the start, drained at its few spare percent of a core)")  # fmt: skip
+    ap.add_argument("--latency-tick-ms", type=lambda v: [float(x) for x in v.split(",")], default=[TICK_S * 1000],
+                    help="the latency load sends the pings due every this many ms, a batch per partition "
+                    "(comma-separated: a run each, side by side)")  # fmt: skip
     ap.add_argument("--latency-repeat", type=int, default=2,
                     help="latency runs in a row, each with a fresh worker and fresh topics on the same broker: the "
                          "first runs on a broker still compiling its request paths (up to ~40 %% of its CPU in "
@@ -561,6 +575,11 @@ def main() -> None:
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
         + (" --latency-ramp" if args.latency_ramp else "")
         + (f" --latency-pings {args.latency_pings}" if args.latency_pings else "")
+        + (
+            f" --latency-tick-ms {','.join(f'{t:g}' for t in args.latency_tick_ms)}"
+            if args.latency_tick_ms != [TICK_S * 1000]
+            else ""
+        )
         + (f" --broker-warmup {args.broker_warmup}" if args.broker_warmup != 4 else "")
         + (f" --latency-rate {','.join(f'{r:g}' for r in args.latency_rate)}" if args.latency_rate else "")
         + (f" --latency-seconds {args.latency_seconds:g}" if args.latency_seconds != 30 else "")
@@ -762,8 +781,10 @@ def latency_sections(
     and fresh topics on the same broker."""
     return [
         line for k, rate in enumerate(rates) for i in range(args.latency_repeat)
+        for j, tick in enumerate(args.latency_tick_ms)
         for line in latency_section(
-            args, settings, devices, pings, rate, logs, tag, broker_pid, f"lat{k or ''}-{i}", first_run=k == i == 0
+            args, settings, devices, pings, rate, logs, tag, broker_pid, f"lat{k or ''}-{i}{f't{j}' if j else ''}",
+            first_run=k == i == j == 0, tick_s=tick / 1000,
         )
     ]  # fmt: skip
 
@@ -790,13 +811,13 @@ class Latency:
 
 def latency_section(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str,
-    broker_pid: int, app: str, first_run: bool,
+    broker_pid: int, app: str, first_run: bool, tick_s: float = TICK_S,
 ) -> list[str]:  # fmt: skip
     """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
     warmup = args.latency_warmup
     r = latency_on_fresh_worker(
         args, settings, devices, pings, rate, args.latency_seconds, warmup, logs, tag, broker_pid, app,
-        args.latency_ramp,
+        args.latency_ramp, tick_s,
     )  # fmt: skip
     how = "rising evenly from 0 to that rate" if args.latency_ramp else "at the same rate"
     first = (
@@ -808,7 +829,8 @@ def latency_section(
     return [
         f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}] "
         f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
-        f"for {r.measured:.0f} s{first}, ts = send time, worker ready before the load: {r.figures()}.",
+        f"for {r.measured:.0f} s{first}, sent every {tick_s * 1000:g} ms with ts = when the first ping of "
+        f"the batch fell due, worker ready before the load: {r.figures()}.",
         f"  Dead-letter p50/p99 ms per 5 s of load: {r.by_window}; {r.cpu.line()}.",
         "",
     ]
@@ -816,7 +838,7 @@ def latency_section(
 
 def latency_on_fresh_worker(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, seconds: float, warmup: float,
-    logs: Path, tag: str, broker_pid: int, app: str, ramp: bool = False,
+    logs: Path, tag: str, broker_pid: int, app: str, ramp: bool = False, tick_s: float = TICK_S,
 ) -> Latency:  # fmt: skip
     """:func:`latency_run` on a fresh worker (app ``app``, topics of its own) ready before the load."""
     import httpx
@@ -840,7 +862,7 @@ def latency_on_fresh_worker(
             time.sleep(0.5)
         time.sleep(3)
         pids = (proc.pid, broker_pid)
-        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp)))
+        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s)))
     finally:
         proc.terminate()
         proc.wait(60)

@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.e2e_bench import DENSE_AT, REPO, TOKYO_BOX, catalogs, scaled_catalog, sent_by, store_box, synthetic_stores
+from bench.e2e_bench import (
+    DENSE_AT,
+    REPO,
+    TOKYO_BOX,
+    catalogs,
+    due_at,
+    scaled_catalog,
+    sent_by,
+    store_box,
+    synthetic_stores,
+)
 
 
 def area(box: tuple[float, float, float, float]) -> float:
@@ -54,3 +64,11 @@ def test_latency_load_ramps_up_evenly_then_holds_its_rate() -> None:
     assert sent_by(10.0, 1000.0, 10.0) == pytest.approx(5000.0)  # the ramp sends half its seconds' worth
     assert sent_by(12.0, 1000.0, 10.0) - sent_by(11.0, 1000.0, 10.0) == pytest.approx(1000.0)  # then the rate
     assert sent_by(3.0, 1000.0, 0.0) == pytest.approx(3000.0)  # no ramp: the rate from the start
+
+
+@pytest.mark.parametrize("ramp_s", [0.0, 10.0])
+@pytest.mark.parametrize("n", [0, 1, 400, 5000, 5001, 123_456])
+def test_due_at_is_when_sent_by_reaches_the_ping(n: int, ramp_s: float) -> None:
+    t = due_at(n, 1000.0, ramp_s)
+    assert sent_by(t, 1000.0, ramp_s) == pytest.approx(n)
+    assert t >= 0.0
