@@ -542,6 +542,9 @@ def main() -> None:
     ap.add_argument("--latency-tick-ms", type=lambda v: [float(x) for x in v.split(",")], default=[TICK_S * 1000],
                     help="the latency load sends the pings due every this many ms, a batch per partition "
                     "(comma-separated: a run each, side by side)")  # fmt: skip
+    ap.add_argument("--latency-env", action="append", default=[],
+                    help="settings of the latency runs' worker, GEOPUSH_NAME=value comma-separated; given more than "
+                    "once, a run with each, side by side ('' for the defaults)")  # fmt: skip
     ap.add_argument("--latency-repeat", type=int, default=2,
                     help="latency runs in a row, each with a fresh worker and fresh topics on the same broker: the "
                          "first runs on a broker still compiling its request paths (up to ~40 %% of its CPU in "
@@ -575,6 +578,7 @@ def main() -> None:
         + (f" --latency-warmup {args.latency_warmup:g}" if args.latency_warmup else "")
         + (" --latency-ramp" if args.latency_ramp else "")
         + (f" --latency-pings {args.latency_pings}" if args.latency_pings else "")
+        + "".join(f" --latency-env '{e}'" for e in args.latency_env)
         + (
             f" --latency-tick-ms {','.join(f'{t:g}' for t in args.latency_tick_ms)}"
             if args.latency_tick_ms != [TICK_S * 1000]
@@ -781,12 +785,21 @@ def latency_sections(
     and fresh topics on the same broker."""
     return [
         line for k, rate in enumerate(rates) for i in range(args.latency_repeat)
-        for j, tick in enumerate(args.latency_tick_ms)
+        for j, tick in enumerate(args.latency_tick_ms) for v, env in enumerate(args.latency_env or [""])
         for line in latency_section(
-            args, settings, devices, pings, rate, logs, tag, broker_pid, f"lat{k or ''}-{i}{f't{j}' if j else ''}",
-            first_run=k == i == j == 0, tick_s=tick / 1000,
+            args, settings, devices, pings, rate, logs, tag, broker_pid,
+            f"lat{k or ''}-{i}{f't{j}' if j else ''}{f'v{v}' if v else ''}", first_run=k == i == j == v == 0,
+            tick_s=tick / 1000, env=worker_env(env),
         )
     ]  # fmt: skip
+
+
+def worker_env(spec: str) -> dict[str, str]:
+    """``--latency-env``'s ``GEOPUSH_X=1,GEOPUSH_Y=2`` as a dict (empty: none)."""
+    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+    if any(len(kv) != 2 or not kv[0].strip().startswith("GEOPUSH_") for kv in pairs):
+        raise SystemExit(f"--latency-env {spec!r}: expected GEOPUSH_NAME=value, comma-separated")
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 @dataclass(frozen=True)
@@ -811,14 +824,16 @@ class Latency:
 
 def latency_section(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, logs: Path, tag: str,
-    broker_pid: int, app: str, first_run: bool, tick_s: float = TICK_S,
+    broker_pid: int, app: str, first_run: bool, tick_s: float = TICK_S, env: dict[str, str] | None = None,
 ) -> list[str]:  # fmt: skip
-    """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load."""
+    """Ping-to-output latency at a fixed rate, on a fresh worker that is ready before the load
+    (``env``: settings of its own)."""
     warmup = args.latency_warmup
     r = latency_on_fresh_worker(
         args, settings, devices, pings, rate, args.latency_seconds, warmup, logs, tag, broker_pid, app,
-        args.latency_ramp, tick_s,
+        args.latency_ramp, tick_s, env or {},
     )  # fmt: skip
+    own = f" (worker with {', '.join(f'{k}={v}' for k, v in env.items())})" if env else ""
     how = "rising evenly from 0 to that rate" if args.latency_ramp else "at the same rate"
     first = (
         f" after a {warmup:.0f}-s warm-up {how} (its {len(r.cold):,} probes: p50 {pct(r.cold, 50):.0f}, "
@@ -827,7 +842,7 @@ def latency_section(
         else ""
     )
     return [
-        f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}] "
+        f"- [{app}: {'the first latency run' if first_run else 'fresh worker and topics'}{own}] "
         f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
         f"for {r.measured:.0f} s{first}, sent every {tick_s * 1000:g} ms with ts = when the first ping of "
         f"the batch fell due, worker ready before the load: {r.figures()}.",
@@ -839,6 +854,7 @@ def latency_section(
 def latency_on_fresh_worker(
     args: Any, settings: Any, devices: list[Any], pings: list[Any], rate: float, seconds: float, warmup: float,
     logs: Path, tag: str, broker_pid: int, app: str, ramp: bool = False, tick_s: float = TICK_S,
+    worker_env: dict[str, str] | None = None,
 ) -> Latency:  # fmt: skip
     """:func:`latency_run` on a fresh worker (app ``app``, topics of its own) ready before the load."""
     import httpx
@@ -846,7 +862,8 @@ def latency_on_fresh_worker(
     lat_s = settings(app).model_copy(update={"topic_pings": f"pings-{app}-{tag}"})
     ensure_topics(lat_s)
     port = free_port()
-    env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": args.worker_log_level, "GEOPUSH_WEB_PORT": str(port)}
+    env = {**environ_for(lat_s), "GEOPUSH_LOG_LEVEL": args.worker_log_level, "GEOPUSH_WEB_PORT": str(port),
+           **(worker_env or {})}  # fmt: skip
     log = (logs / f"{app}-worker.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
