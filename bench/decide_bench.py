@@ -176,6 +176,8 @@ def main() -> None:
                     help="records a poll: ~5,000 under full load; a few hundred at a third of it (per-poll costs)")  # fmt: skip
     ap.add_argument("--take-every", type=int, default=1,
                     help="polls decided between two checkpoints (states taken, logged and stored once for them)")  # fmt: skip
+    ap.add_argument("--bad-every", type=int, default=0,
+                    help="every this many records an unusable one (a dead letter), as the e2e latency load's probes")  # fmt: skip
     ap.add_argument("--book-only", action="store_true", help="skip the Python engine run beside the presence book")
     ap.add_argument("--synthetic-tags", default="cafe,tokyo",
                     help="tags of the synthetic stores; 'tokyo' leaves them out of every campaign, to measure "
@@ -188,6 +190,10 @@ def main() -> None:
         catalog = load_catalog([fences_dir])
         devices, pings = simulate(catalog, max(1, args.pings // PINGS_PER_DEVICE), int(START.timestamp() * 1000), 4)
         records = [(p.device_id.encode(), orjson.dumps(p.body)) for p in pings[: args.pings]]
+        if args.bad_every:  # as the e2e latency load's probes: no ts, no position (a dead letter each)
+            for i in range(0, len(records), args.bad_every):
+                key = records[i][0]
+                records[i] = (key, orjson.dumps({"device_id": key.decode(), "sent_ms": 1795395600123.4}))
         batches = polls(records, args.poll)
         raw_devices = [d.dumps() for d in devices]
         store_dir = Path(tmp) / "stores" if args.store == "rocksdb" else None

@@ -77,7 +77,10 @@ def parse_columns(
         try:
             item = parse_record(values[i], keys[i])
         except PingRejected as exc:
-            bad.append((i, exc))
+            # without its traceback: that holds this frame, whose ``bad`` holds the exception, a
+            # cycle per batch only a collection frees (a bad ping in 50 left ~45k objects, each
+            # young collection 34 ms; 2026-12-07)
+            bad.append((i, exc.with_traceback(None)))
             continue
         ids[i] = item.device_id
         ts[i] = item.ts_ms

@@ -178,7 +178,7 @@ def parse_pings(
             try:
                 append(parse_record(values[i], keys[i]))
             except PingRejected as exc:
-                bad.append((i, exc))
+                bad.append((i, exc.with_traceback(None)))  # no cycle through the frames
         return good, bad
     loads, fast = orjson.loads, _fast_ping
     for i, (raw, key) in enumerate(zip(values, keys, strict=True)):
@@ -193,7 +193,7 @@ def parse_pings(
         try:
             append(parse_record(raw, key))
         except PingRejected as exc:
-            bad.append((i, exc))
+            bad.append((i, exc.with_traceback(None)))  # no cycle through the frames
     return good, bad
 
 
