@@ -812,6 +812,7 @@ class Latency:
     cold: list[float]  # the probes of the warm-up
     measured: float  # seconds
     cpu: LoadCpu
+    gc: str = ""  # the worker's garbage-collector pauses (its metrics), from its start
 
     def figures(self) -> str:
         return (
@@ -846,9 +847,24 @@ def latency_section(
         f"Latency at {rate:,.0f} pings/s ({'--latency-rate' if args.latency_rate else 'half of (b)'}) "
         f"for {r.measured:.0f} s{first}, sent every {tick_s * 1000:g} ms with ts = when the first ping of "
         f"the batch fell due, worker ready before the load: {r.figures()}.",
-        f"  Dead-letter p50/p99 ms per 5 s of load: {r.by_window}; {r.cpu.line()}.",
+        f"  Dead-letter p50/p99 ms per 5 s of load: {r.by_window}; {r.cpu.line()}; {r.gc}.",
         "",
     ]
+
+
+def gc_pauses(metrics: str) -> str:
+    """The worker's garbage-collector pauses by generation, from its metrics' text."""
+    seen: dict[str, dict[str, float]] = {}
+    for line in metrics.splitlines():
+        if line.startswith("geopush_gc_pause_seconds_") and "generation=" in line:
+            name, _, value = line.rpartition(" ")
+            what = name[len("geopush_gc_pause_seconds_") : name.index("{")]
+            generation = name.split('generation="', 1)[1].split('"', 1)[0]
+            if what in ("count", "sum"):
+                seen.setdefault(generation, {})[what] = float(value)
+    pauses = [f"gen{g} {v.get('count', 0):.0f}× {v.get('sum', 0) * 1000:.0f} ms" for g, v in sorted(seen.items())
+              if v.get("count")]  # fmt: skip
+    return "worker GC pauses since its start: " + (", ".join(pauses) or "none")
 
 
 def latency_on_fresh_worker(
@@ -879,7 +895,8 @@ def latency_on_fresh_worker(
             time.sleep(0.5)
         time.sleep(3)
         pids = (proc.pid, broker_pid)
-        return Latency(*asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s)))
+        run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s))
+        return Latency(*run, gc=gc_pauses(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
     finally:
         proc.terminate()
         proc.wait(60)
