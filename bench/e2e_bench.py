@@ -380,13 +380,13 @@ def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
 
 async def latency_run(
     s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0),
-    ramp: bool = False, tick_s: float = TICK_S,
+    ramp: bool = False, tick_s: float = TICK_S, probe_every: int = PROBE_EVERY,
 ) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:  # fmt: skip
     """Pings at ``rate``/s, sent every ``tick_s`` (those due since the last tick, one batch
     per partition, as a gateway's producer lingers), with ts = when each tick's first ping fell
     due, for ``warmup`` + ``seconds`` (``ramp``: the warm-up's rate rises evenly from 0 to
     ``rate``). Milliseconds (a) from ping time to each
-    decision record, (b) from sending a probe (an unusable ping, one in PROBE_EVERY) to its dead
+    decision record, (b) from sending a probe (an unusable ping, one in ``probe_every``) to its dead
     letter — both over the measured ``seconds`` only — and (c) the probes of the warm-up (a
     fresh worker's first seconds: cold topics, caches, device records); the seconds measured
     (fewer than asked when ``pings`` run out); and the cores the load generator, the worker and
@@ -419,7 +419,7 @@ async def latency_run(
             if due > sent_to:
                 # stamped when the first of them fell due: the wait for the tick is the ping's too
                 stamp = epoch_ms + due_at(sent_to, rate, ramp_s) * 1000
-                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due, stamp)
+                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due, stamp, probe_every)
                 sent_to = due
             await asyncio.sleep(tick_s)
         await producer.flush()
@@ -480,10 +480,10 @@ def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
 
 async def send_due(
     producer: Any, topic: str, where: tuple[list[int], KeyPartitions], bodies: list[tuple[bytes, bytes]], start: int,
-    end: int, stamp_ms: float,
+    end: int, stamp_ms: float, probe_every: int = PROBE_EVERY,
 ) -> None:  # fmt: skip
     """Pings ``start`` to ``end`` with ts = ``stamp_ms``, and a probe (an unusable ping whose dead letter
-    times the whole path) every PROBE_EVERY, as one record batch per partition: a ``send`` per
+    times the whole path) every ``probe_every``, as one record batch per partition: a ``send`` per
     record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
     shared with the broker and the worker under test. ``where``: each ping's partition, worked
     out before the load, and the probes' keys'."""
@@ -494,7 +494,7 @@ async def send_due(
     for i in range(start, end):
         key, body = bodies[i]
         by_partition.setdefault(to[i], []).append((key, body.replace(TS_SLOT, now, 1)))
-        if i % PROBE_EVERY == 0:
+        if i % probe_every == 0:
             probe_key = f"probe-{i}".encode()
             probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": stamp_ms})
             by_partition.setdefault(probes.partition(probe_key, partitions), []).append((probe_key, probe))
@@ -542,6 +542,8 @@ def main() -> None:
     ap.add_argument("--latency-tick-ms", type=lambda v: [float(x) for x in v.split(",")], default=[TICK_S * 1000],
                     help="the latency load sends the pings due every this many ms, a batch per partition "
                     "(comma-separated: a run each, side by side)")  # fmt: skip
+    ap.add_argument("--latency-probe-every", type=int, default=PROBE_EVERY,
+                    help="one ping in this many is a probe (an unusable ping timed to its dead letter)")  # fmt: skip
     ap.add_argument("--latency-env", action="append", default=[],
                     help="settings of the latency runs' worker, GEOPUSH_NAME=value comma-separated; given more than "
                     "once, a run with each, side by side ('' for the defaults)")  # fmt: skip
@@ -579,6 +581,7 @@ def main() -> None:
         + (" --latency-ramp" if args.latency_ramp else "")
         + (f" --latency-pings {args.latency_pings}" if args.latency_pings else "")
         + "".join(f" --latency-env '{e}'" for e in args.latency_env)
+        + (f" --latency-probe-every {args.latency_probe_every}" if args.latency_probe_every != PROBE_EVERY else "")
         + (
             f" --latency-tick-ms {','.join(f'{t:g}' for t in args.latency_tick_ms)}"
             if args.latency_tick_ms != [TICK_S * 1000]
@@ -813,10 +816,11 @@ class Latency:
     measured: float  # seconds
     cpu: LoadCpu
     gc: str = ""  # the worker's garbage-collector pauses (its metrics), from its start
+    probe_every: int = PROBE_EVERY
 
     def figures(self) -> str:
         return (
-            f"ping to dead letter ({len(self.probes):,} probes, one ping in {PROBE_EVERY}) "
+            f"ping to dead letter ({len(self.probes):,} probes, one ping in {self.probe_every}) "
             f"p50 **{pct(self.probes, 50):.0f} ms**, p99 **{pct(self.probes, 99):.0f} ms**; ping to decision "
             f"({len(self.decisions):,} decisions) p50 {pct(self.decisions, 50):.0f} ms, "
             f"p99 {pct(self.decisions, 99):.0f} ms"
@@ -895,8 +899,11 @@ def latency_on_fresh_worker(
             time.sleep(0.5)
         time.sleep(3)
         pids = (proc.pid, broker_pid)
-        run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s))
-        return Latency(*run, gc=gc_pauses(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+        every = args.latency_probe_every
+        run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s, every))
+        return Latency(
+            *run, probe_every=every, gc=gc_pauses(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        )
     finally:
         proc.terminate()
         proc.wait(60)
