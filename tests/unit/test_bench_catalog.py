@@ -13,10 +13,12 @@ from bench.e2e_bench import (
     TOKYO_BOX,
     catalogs,
     due_at,
+    gc_pauses,
     scaled_catalog,
     sent_by,
     store_box,
     synthetic_stores,
+    worker_env,
 )
 
 
@@ -72,3 +74,30 @@ def test_due_at_is_when_sent_by_reaches_the_ping(n: int, ramp_s: float) -> None:
     t = due_at(n, 1000.0, ramp_s)
     assert sent_by(t, 1000.0, ramp_s) == pytest.approx(n)
     assert t >= 0.0
+
+
+def test_gc_pauses_read_from_the_workers_metrics() -> None:
+    text = "\n".join([
+        "# HELP geopush_gc_pause_seconds Garbage-collector pauses",
+        'geopush_gc_pause_seconds_bucket{generation="0",le="0.01"} 10.0',
+        'geopush_gc_pause_seconds_count{generation="0"} 12.0',
+        'geopush_gc_pause_seconds_sum{generation="0"} 0.25',
+        'geopush_gc_pause_seconds_count{generation="1"} 0.0',
+        'geopush_gc_pause_seconds_sum{generation="1"} 0.0',
+        'geopush_gc_pause_seconds_count{generation="2"} 1.0',
+        'geopush_gc_pause_seconds_sum{generation="2"} 0.105',
+        'geopush_pings_total 5.0',
+    ])  # fmt: skip
+    assert gc_pauses(text) == "worker GC pauses since its start: gen0 12× 250 ms, gen2 1× 105 ms"
+    assert gc_pauses("geopush_pings_total 5.0") == "worker GC pauses since its start: none"
+
+
+def test_worker_env_takes_settings_and_refuses_anything_else() -> None:
+    assert worker_env("") == {}
+    assert worker_env("GEOPUSH_COMMIT_INTERVAL_S=0.25, GEOPUSH_FETCH_MIN_BYTES=1") == {
+        "GEOPUSH_COMMIT_INTERVAL_S": "0.25",
+        "GEOPUSH_FETCH_MIN_BYTES": "1",
+    }
+    for bad in ("COMMIT_INTERVAL_S=1", "GEOPUSH_X"):
+        with pytest.raises(SystemExit, match="expected GEOPUSH_NAME=value"):
+            worker_env(bad)
