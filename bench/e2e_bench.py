@@ -403,6 +403,7 @@ async def latency_run(
     partitions = len(await producer.partitions_for(s.topic_pings))
     where = KeyPartitions()
     to = [where.partition(key, partitions) for key, _ in bodies]  # before the load, not during it
+    probes = {i: where.partition(probe_key(i), partitions) for i in range(0, n, probe_every)}
     # the load generator's own heap (the simulated pings, earlier runs' records) out of the
     # collector: a full collection mid-load stalled sending for ~0.75 s, then sent a burst,
     # and that showed up as the worker's first-seconds latency (measured with per-process CPU)
@@ -421,7 +422,7 @@ async def latency_run(
             if due > sent_to:
                 # stamped when the first of them fell due: the wait for the tick is the ping's too
                 stamp = epoch_ms + due_at(sent_to, rate, ramp_s) * 1000
-                await send_due(producer, s.topic_pings, (to, where), bodies, sent_to, due, stamp, probe_every)
+                await send_due(producer, s.topic_pings, (to, probes), bodies, sent_to, due, stamp)
                 sent_to = due
             await asyncio.sleep(tick_s)
         await producer.flush()
@@ -469,6 +470,11 @@ def due_at(n: float, rate: float, ramp_s: float) -> float:
 TS_SLOT = b'"ts":1000000000000'  # a 13-digit ts in each encoded ping, replaced at send time
 
 
+def probe_key(i: int) -> bytes:
+    """The key (and device id) of the probe sent after ping ``i``."""
+    return b"probe-%d" % i
+
+
 def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
     """(key, body) of each ping for the latency run, its ts a slot :func:`send_due` fills in
     (encoding each ping as it is sent cost the load generator ~2 µs of the same two cores)."""
@@ -481,25 +487,23 @@ def encoded(pings: list[Any]) -> list[tuple[bytes, bytes]]:
 
 
 async def send_due(
-    producer: Any, topic: str, where: tuple[list[int], KeyPartitions], bodies: list[tuple[bytes, bytes]], start: int,
-    end: int, stamp_ms: float, probe_every: int = PROBE_EVERY,
+    producer: Any, topic: str, where: tuple[list[int], dict[int, int]], bodies: list[tuple[bytes, bytes]], start: int,
+    end: int, stamp_ms: float,
 ) -> None:  # fmt: skip
     """Pings ``start`` to ``end`` with ts = ``stamp_ms``, and a probe (an unusable ping whose dead letter
-    times the whole path) every ``probe_every``, as one record batch per partition: a ``send`` per
-    record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core machine
-    shared with the broker and the worker under test. ``where``: each ping's partition, worked
-    out before the load, and the probes' keys'."""
+    times the whole path) after each ping of ``where``'s probes, as one record batch per partition:
+    a ``send`` per record cost the load generator ~20 µs each, a core at 44k pings/s on a 2-core
+    machine shared with the broker and the worker under test. ``where``: each ping's partition and
+    each probe's (by the ping it follows), worked out before the load."""
     to, probes = where
-    partitions = len(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
     now = b'"ts":%d' % int(stamp_ms)
     for i in range(start, end):
         key, body = bodies[i]
         by_partition.setdefault(to[i], []).append((key, body.replace(TS_SLOT, now, 1)))
-        if i % probe_every == 0:
-            probe_key = f"probe-{i}".encode()
+        if i in probes:
             probe = orjson.dumps({"device_id": f"probe-{i}", "sent_ms": stamp_ms})
-            by_partition.setdefault(probes.partition(probe_key, partitions), []).append((probe_key, probe))
+            by_partition.setdefault(probes[i], []).append((probe_key(i), probe))
     for p, rows in by_partition.items():
         await send_records(producer, topic, p, rows)
 
