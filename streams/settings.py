@@ -78,8 +78,10 @@ class Settings(BaseSettings):
         1, ge=1, le=16 * 1024 * 1024,
         description="Bytes of pings the broker gathers for the decision step before it answers a fetch (or "
         "fetch_max_wait_ms passes); 1 answers as soon as there is any. Larger values mean fewer, bigger fetches "
-        "(less broker work a ping) at the price of up to fetch_max_wait_ms more latency on a quiet stream; "
-        "64 KiB / 20 ms made no difference measurable on a 2-core host (bench/results/e2e.md).",
+        "(less broker and worker work a ping) at the price of up to fetch_max_wait_ms more latency a ping: a "
+        "fetch is asked again only once its pings are taken. On a 2-core host, 64 KiB / 20 ms made no measurable "
+        "difference; 150-500 KB cut the worker's CPU 15-20 % at 100k pings/s but raised p50 and, mostly, p99 "
+        "(bench/results/e2e.md).",
     )  # fmt: skip
     fetch_max_wait_ms: int = Field(
         500, ge=0, le=5000,
