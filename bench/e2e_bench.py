@@ -346,12 +346,16 @@ class LoadCpu:
     broker: float
     waited: float  # share of the time some runnable task waited for a core (CPU pressure)
     broker_threads: tuple[tuple[str, float], ...] = ()  # the broker's busiest threads (name, cores)
+    worker_threads: tuple[tuple[str, float], ...] = ()  # and the worker's (RocksDB's, the event loop)
 
     def line(self) -> str:
-        busiest = ", ".join(f"{name} {cores:.2f}" for name, cores in self.broker_threads)
+        def busiest(threads: tuple[tuple[str, float], ...]) -> str:
+            return ", ".join(f"{name} {cores:.2f}" for name, cores in threads) or "not read"
+
         return (
-            f"cores used during the load: load generator {self.generator:.2f}, worker {self.worker:.2f}, "
-            f"broker {self.broker:.2f} (of {os.cpu_count()}; its busiest threads: {busiest or 'not read'}); "
+            f"cores used during the load: load generator {self.generator:.2f}, worker {self.worker:.2f} "
+            f"(its busiest threads: {busiest(self.worker_threads)}), broker {self.broker:.2f} "
+            f"(of {os.cpu_count()}; its busiest threads: {busiest(self.broker_threads)}); "
             f"some task waited for a core {self.waited:.0%} of the time"
         )
 
@@ -411,6 +415,7 @@ async def latency_run(
     gc.freeze()
     cpu_before = (*cpu_seconds(pids), cpu_waited_s())
     threads_before = thread_cpu_s(pids[1]) if pids[1] else {}
+    worker_threads_before = thread_cpu_s(pids[0]) if pids[0] else {}
     started = time.perf_counter()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings due from then on are measured
     ramp_s = warmup if ramp else 0.0
@@ -429,11 +434,12 @@ async def latency_run(
         wall = time.perf_counter() - started
         cpu_after = (*cpu_seconds(pids), cpu_waited_s())
         threads = busiest_threads(threads_before, thread_cpu_s(pids[1]), wall) if pids[1] else ()
+        worker_threads = busiest_threads(worker_threads_before, thread_cpu_s(pids[0]), wall) if pids[0] else ()
     finally:
         gc.unfreeze()
         await producer.stop()
     generator, worker, broker, waited = ((b - a) / wall for a, b in zip(cpu_before, cpu_after, strict=True))
-    used = LoadCpu(generator, worker, broker, waited, threads)
+    used = LoadCpu(generator, worker, broker, waited, threads, worker_threads)
     await asyncio.sleep(5)
     decided = [(Decision.loads(m.value).ts.timestamp() * 1000, m.timestamp)
                for m in await read_all(s, s.topic_decisions)]  # fmt: skip
@@ -862,19 +868,29 @@ def latency_section(
     ]
 
 
-def gc_pauses(metrics: str) -> str:
-    """The worker's garbage-collector pauses by generation, from its metrics' text."""
-    seen: dict[str, dict[str, float]] = {}
-    for line in metrics.splitlines():
-        if line.startswith("geopush_gc_pause_seconds_") and "generation=" in line:
-            name, _, value = line.rpartition(" ")
-            what = name[len("geopush_gc_pause_seconds_") : name.index("{")]
-            generation = name.split('generation="', 1)[1].split('"', 1)[0]
-            if what in ("count", "sum"):
-                seen.setdefault(generation, {})[what] = float(value)
-    pauses = [f"gen{g} {v.get('count', 0):.0f}× {v.get('sum', 0) * 1000:.0f} ms" for g, v in sorted(seen.items())
-              if v.get("count")]  # fmt: skip
-    return "worker GC pauses since its start: " + (", ".join(pauses) or "none")
+def gc_pauses(metrics: str, before: str | None = None) -> str:
+    """The worker's garbage-collector pauses by generation, from its metrics' text: since its
+    start, or since ``before`` (the same metrics read earlier, e.g. when the load began)."""
+
+    def read(text: str) -> dict[str, dict[str, float]]:
+        seen: dict[str, dict[str, float]] = {}
+        for line in text.splitlines():
+            if line.startswith("geopush_gc_pause_seconds_") and "generation=" in line:
+                name, _, value = line.rpartition(" ")
+                what = name[len("geopush_gc_pause_seconds_") : name.index("{")]
+                generation = name.split('generation="', 1)[1].split('"', 1)[0]
+                if what in ("count", "sum"):
+                    seen.setdefault(generation, {})[what] = float(value)
+        return seen
+
+    now, then = read(metrics), read(before or "")
+    pauses = []
+    for g, v in sorted(now.items()):
+        count, spent = (v.get(k, 0.0) - then.get(g, {}).get(k, 0.0) for k in ("count", "sum"))
+        if count:
+            pauses.append(f"gen{g} {count:.0f}× {spent * 1000:.0f} ms")
+    since = "since its start" if before is None else "during the load"
+    return f"worker GC pauses {since}: " + (", ".join(pauses) or "none")
 
 
 def latency_on_fresh_worker(
@@ -906,10 +922,11 @@ def latency_on_fresh_worker(
         time.sleep(3)
         pids = (proc.pid, broker_pid)
         every = args.latency_probe_every
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        before = httpx.get(metrics, timeout=5).text
         run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s, every))
-        return Latency(
-            *run, probe_every=every, gc=gc_pauses(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-        )
+        after = httpx.get(metrics, timeout=5).text  # the run waits 5 s after the load: all reported
+        return Latency(*run, probe_every=every, gc=f"{gc_pauses(after)}; {gc_pauses(after, before)}")
     finally:
         proc.terminate()
         proc.wait(60)

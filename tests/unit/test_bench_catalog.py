@@ -90,6 +90,9 @@ def test_gc_pauses_read_from_the_workers_metrics() -> None:
     ])  # fmt: skip
     assert gc_pauses(text) == "worker GC pauses since its start: gen0 12× 250 ms, gen2 1× 105 ms"
     assert gc_pauses("geopush_pings_total 5.0") == "worker GC pauses since its start: none"
+    before = text.replace('"0"} 12.0', '"0"} 10.0').replace("0.25", "0.2")
+    assert gc_pauses(text, before) == "worker GC pauses during the load: gen0 2× 50 ms"  # gen2 before it
+    assert gc_pauses(text, text) == "worker GC pauses during the load: none"
 
 
 def test_worker_env_takes_settings_and_refuses_anything_else() -> None:
