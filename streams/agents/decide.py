@@ -6,9 +6,10 @@ one vectorised call and decided by ``decisions.engine`` (the same code as ``geop
 Per-device state lives in a local store per partition (RocksDB), backed by a compacted
 changelog topic.
 
-Outputs (decisions, candidates, dead letters) are sent as each poll is decided; the state
-changes are checkpointed at most every ``commit_interval_s``, for all the polls decided since
-the last checkpoint at once (a device's state written once, however often it pinged).
+Outputs (decisions, candidates, dead letters) are sent as each poll is decided; each
+partition's state changes are checkpointed once every ``commit_interval_s``, for all the polls
+decided since its last checkpoint at once (a device's state written once, however often it
+pinged), the partitions in turns spread over the interval.
 
 The order of effects is what makes it safe: a checkpoint's outputs are acknowledged by the
 broker first, then the state changes that say they happened (changelog, then the local
@@ -38,6 +39,7 @@ from decisions.records import DeadLetter, Device
 from decisions.state import DeviceState
 from geofences.index import load_kernel
 from geofences.load import Catalog
+from streams.agents.rotation import Rotation
 from streams.device_store import CHANGELOG_NEXT, DEVICES_NEXT, LocalStore, PartitionStore, drop_per_partition_stores
 from streams.device_view import BookStates, Changes, StoreDevices, StoreStates, state_view
 from streams.fetched import Columns, columns_supported, poll_columns
@@ -52,7 +54,7 @@ from streams.topics import outbox_topic, presence_changelog
 
 log = logging.getLogger("geopush.decide")
 POLL_MS = 50
-CHECKPOINTS_IN_FLIGHT = 3  # waiting for the broker while later polls are decided (each after the one before)
+CHECKPOINTS_IN_FLIGHT = 3  # intervals' checkpoints waiting for the broker while later polls are decided
 SLOW_CHECKPOINT_S = 1.0  # a checkpoint taking longer is logged with its phases (offsets wait that long)
 
 
@@ -87,9 +89,9 @@ class LiveEngine:
 
 @dataclass
 class Checkpoint:
-    """What the polls decided since the last checkpoint still have to make durable, in this
-    order: their outputs acknowledged, the state changes on the changelog (acknowledged), then
-    in the local stores, then the pings' offsets committed."""
+    """What the polls decided still have to make durable for some partitions, in this order:
+    their outputs acknowledged, the partitions' state changes on the changelog (acknowledged),
+    then in the local stores, then the pings' offsets committed."""
 
     records: int = 0
     acks: list[Any] = field(default_factory=list)
@@ -97,14 +99,33 @@ class Checkpoint:
     offsets: dict[Any, int] = field(default_factory=dict)
     decide_s: float = 0.0
     polls: int = 0
+    by_partition: Counter[int] = field(default_factory=Counter)  # records of each partition
 
-    def add(self, records: int, acks: list[Any], offsets: dict[Any, int], decide_s: float) -> None:
-        """One more poll decided: its outputs, its offsets (the newest of each partition win)."""
+    def add(self, records: dict[int, int], acks: list[Any], offsets: dict[Any, int], decide_s: float) -> None:
+        """One more poll decided: its records by partition, its outputs, its offsets (the newest
+        of each partition win)."""
         self.polls += 1
-        self.records += records
+        self.records += sum(records.values())
+        self.by_partition.update(records)
         self.acks.extend(acks)
         self.offsets.update(offsets)
         self.decide_s += decide_s
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.offsets)
+
+    def split(self, parts: set[int]) -> Checkpoint:
+        """The share of a checkpoint of ``parts``: every output decided so far (later
+        checkpoints follow this one, so they follow its acknowledgements too) and the offsets
+        of ``parts``; the other partitions' offsets stay here for their turn."""
+        offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in parts}
+        records = sum(self.by_partition.pop(p, 0) for p in parts)
+        cp = Checkpoint(records, self.acks, offsets=offsets, decide_s=self.decide_s, polls=self.polls)
+        for tp in offsets:
+            del self.offsets[tp]
+        self.records -= records
+        self.acks, self.decide_s, self.polls = [], 0.0, 0
+        return cp
 
 
 @dataclass
@@ -132,10 +153,13 @@ class Turns:
 class DecideLoop:
     """Consumes pings in batches; owns the device state of the partitions it is assigned.
 
-    A checkpoint covers the polls decided in a ``commit_interval_s`` (:class:`Checkpoint`):
-    their changed states are taken from the views once, so a device that pinged in several of
-    them is serialised, logged and stored once. Later polls are decided while earlier
-    checkpoints wait for the broker (up to CHECKPOINTS_IN_FLIGHT), so a ping does not wait
+    A partition's checkpoint covers the polls decided in a ``commit_interval_s``
+    (:class:`Checkpoint`): its changed states are taken from its view once, so a device that
+    pinged in several of them is serialised, logged and stored once. The partitions take turns
+    (:class:`Rotation`, one every ``commit_interval_s / n``): taken all at once, a second's
+    states at 100k pings/s (~40k) were a ~0.5-s burst of work the polls waited behind, which
+    was the latency's tail (twenty-fifth session). Later polls are decided while earlier
+    checkpoints wait for the broker (up to CHECKPOINTS_IN_FLIGHT intervals' worth), so a ping does not wait
     behind another poll's acknowledgements: a slow changelog ack (measured 150-260 ms in a
     fresh worker's first seconds) does not stop the deciding. The checkpoints overlap too: one's
     changelog records are queued as soon as its outputs are acknowledged and the previous one's
@@ -161,8 +185,8 @@ class DecideLoop:
         self.turns: Turns | None = None  # the newest checkpoint's, for the next one to follow
         self.due: dict[Any, int] = {}  # offsets stored, not yet committed
         self.consumer: Any = None  # the pings consumer, for commits (set by run)
-        self.pending: Checkpoint | None = None  # the polls decided since the last checkpoint
-        self.checkpointed_at = 0.0  # time.monotonic() when the last checkpoint started
+        self.pending = Checkpoint()  # what the polls decided that no checkpoint has taken yet
+        self.rotation = Rotation()  # which partitions' turn it is to be checkpointed
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -210,7 +234,7 @@ class DecideLoop:
                         self.observe_age(records)
                         await self.decide_poll(records)
                     self.checkpoint_if_due()  # after a quiet poll too: what was decided is not left waiting
-                    while len(self.inflight) >= CHECKPOINTS_IN_FLIGHT:
+                    while len(self.inflight) >= CHECKPOINTS_IN_FLIGHT * max(1, len(self.views)):
                         await self.inflight.popleft()
         finally:
             try:
@@ -230,19 +254,24 @@ class DecideLoop:
         return await poll_columns(consumer, columns, POLL_MS, self.settings.poll_max_records)
 
     def checkpoint_if_due(self) -> None:
-        """Start a checkpoint if the last one started ``commit_interval_s`` ago or more."""
-        if time.monotonic() - self.checkpointed_at >= self.settings.commit_interval_s:
-            self.checkpoint_now()
+        """Start a checkpoint of the partitions whose turn came (:class:`Rotation`: each once a
+        ``commit_interval_s``, in turns spread over it)."""
+        parts = self.rotation.due(sorted(self.views), time.monotonic(), self.settings.commit_interval_s)
+        if parts:
+            self.checkpoint_now(set(parts))
 
-    def checkpoint_now(self) -> None:
-        """Start the checkpoint of the polls decided since the last one (if any): their state
-        changes taken from the views now, as they stand after the last of them."""
-        self.checkpointed_at = time.monotonic()
-        cp, self.pending = self.pending, None
-        if cp is None:
+    def checkpoint_now(self, parts: set[int] | None = None) -> None:
+        """Start the checkpoint of ``parts`` (all assigned if None) for the polls decided since
+        their last one, if any: their state changes taken from the views now, as they stand
+        after the last of them, with every output decided so far."""
+        if not self.pending:
             return
-        cp.changes = {p: rows for p, view in self.views.items() if (rows := view.take())}
-        self.chain(cp)
+        parts = set(self.views) if parts is None else parts
+        cp = self.pending.split(parts)
+        views = [(p, self.views[p]) for p in sorted(parts) if p in self.views]
+        cp.changes = {p: rows for p, view in views if (rows := view.take())}
+        if cp.acks or cp.offsets or cp.changes:
+            self.chain(cp)
 
     def chain(self, cp: Checkpoint) -> None:
         """Start a checkpoint, following the newest one in flight."""
@@ -360,7 +389,7 @@ class DecideLoop:
     def forget_all(self) -> None:
         """Drop the states held (and so the polls decided since the last checkpoint, which
         are decided again after the restart the failure leads to)."""
-        self.pending = None
+        self.pending = Checkpoint()
         for view in self.views.values():
             view.forget()
 
@@ -400,11 +429,8 @@ class DecideLoop:
         acks.extend(x.future for x in await send_keyed(producer, outbox_topic(s), outbox, self.campaign_partitions))
         self.metrics.matched.inc(engine.matched_pings - matched_before)
         offsets = {tp: cols.offsets[-1] + 1 for tp, cols in records.items()}
-        n = sum(len(cols) for cols in records.values())
-        if self.pending is None:
-            self.pending = Checkpoint()
         decide_s = time.perf_counter() - began
-        self.pending.add(n, acks, offsets, decide_s)
+        self.pending.add({tp.partition: len(cols) for tp, cols in records.items()}, acks, offsets, decide_s)
         self.metrics.poll_phase.labels(phase="decide").observe(decide_s)
 
     def dead_letters(

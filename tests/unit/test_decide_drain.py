@@ -1,14 +1,14 @@
 """Checkpoints in flight: written in order whatever order the broker acks them in, a failure
 (seen by the main loop, a rebalance or a timer) stops the decision step and every checkpoint
-after it, and the polls of a commit interval share one checkpoint."""
+after it, the polls of a commit interval share a partition's checkpoint, and the partitions
+take turns."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -149,8 +149,13 @@ class Logged(Recorder):
     async def store_states(self, pending: list[Any], ends: list[int | None]) -> None:
         self.events.append(f"stored {[p for p, _, _ in pending]}")
 
-    async def commit(self, offsets: dict[str, int]) -> None:
-        self.events.append(f"commit {sorted(offsets.items())}")
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.events.append(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
 
 
 def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
@@ -163,17 +168,15 @@ def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
         loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=60.0)  # type: ignore[arg-type]
         views = {0: Held(), 1: Held()}
         loop.views = views  # type: ignore[assignment]
-        loop.checkpointed_at = time.monotonic()  # one just started
         acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
         for poll, (p, device) in enumerate([(0, "a"), (1, "b"), (0, "a")]):
             views[p].changed[device] = f"{device} after poll {poll}".encode()
-            loop.pending = loop.pending or Checkpoint()
-            loop.pending.add(1, [acks[poll]], {f"t{p}": poll + 1}, 0.0)
+            loop.pending.add({p: 1}, [acks[poll]], {TP("pings", p): poll + 1}, 0.0)
             loop.checkpoint_if_due()
         assert not loop.inflight  # within the interval: nothing started
         loop.settings = SimpleNamespace(commit_interval_s=1e-9)  # type: ignore[assignment]
-        loop.checkpoint_if_due()  # the interval is over
-        assert len(loop.inflight) == 1 and loop.pending is None
+        loop.checkpoint_if_due()  # the interval is over: both partitions' turns came
+        assert len(loop.inflight) == 1 and not loop.pending
         for ack in acks:
             ack.set_result(None)
         await loop.settle()
@@ -184,5 +187,48 @@ def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
     assert asyncio.run(scenario()) == [
         "logged [(0, 'a', 'a after poll 2'), (1, 'b', 'b after poll 1')]",
         "stored [0, 1]",
-        "commit [('t0', 3), ('t1', 2)]",
+        "commit [(0, 3), (1, 2)]",
+    ]
+
+
+def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before() -> None:
+    """Half an interval with two partitions: one partition's turn. Its checkpoint takes its
+    states and offsets, and waits for every output decided so far (the other partition's
+    too); the other partition's offsets and states wait for its own turn."""
+
+    async def scenario() -> tuple[list[str], list[bool]]:
+        rec = Logged()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=0.2)  # type: ignore[arg-type]
+        views = {0: Held(), 1: Held()}
+        loop.views = views  # type: ignore[assignment]
+        loop.checkpoint_if_due()  # the assignment starts the rotation
+        acks = [asyncio.get_running_loop().create_future() for _ in range(2)]
+        for p in (0, 1):
+            views[p].changed[f"d{p}"] = f"d{p} state".encode()
+            loop.pending.add({p: 1}, [acks[p]], {TP("pings", p): 10 + p}, 0.0)
+        await asyncio.sleep(0.12)  # past the first turn (0.1 s), before the second
+        loop.checkpoint_if_due()
+        assert len(loop.inflight) == 1
+        first = loop.inflight[0]
+        acks[0].set_result(None)
+        await asyncio.sleep(0.01)
+        waited = [first.done()]  # partition 1's output not yet acknowledged: partition 0 waits
+        acks[1].set_result(None)
+        await loop.settle()
+        left = dict(loop.pending.offsets)
+        await asyncio.sleep(0.1)
+        loop.checkpoint_if_due()  # partition 1's turn
+        await loop.settle()
+        return [*rec.events, f"left {sorted(left.values())}"], waited
+
+    events, waited = asyncio.run(scenario())
+    assert waited == [False]
+    assert events == [
+        "logged [(0, 'd0', 'd0 state')]",
+        "stored [0]",
+        "commit [(0, 10)]",
+        "logged [(1, 'd1', 'd1 state')]",
+        "stored [1]",
+        "commit [(1, 11)]",
+        "left [11]",
     ]
