@@ -69,10 +69,16 @@ class Settings(BaseSettings):
     )  # fmt: skip
     commit_interval_s: float = Field(
         1.0, gt=0, le=60,
-        description="How often the decision step checkpoints: the device states changed by the polls decided "
-        "since the last checkpoint are written once (changelog, local store), then their pings' offsets committed "
+        description="How often the decision step checkpoints each partition: the device states changed by the "
+        "polls decided since its last checkpoint are written once (changelog, local store), then their pings' offsets committed "
         "(a stop or a rebalance checkpoints at once). Decisions are sent as each poll is decided, whatever this is. "
         "A crash repeats at most this much of the stream (at-least-once).",
+    )  # fmt: skip
+    checkpoint_in_turns: bool = Field(
+        True,
+        description="Checkpoint a worker's partitions in turns spread over commit_interval_s (one every "
+        "interval / partitions) rather than all at once: the same writes, without a burst the pings wait "
+        "behind. Off: one commit and one larger checkpoint an interval instead of one a partition.",
     )  # fmt: skip
     fetch_min_bytes: int = Field(
         1, ge=1, le=16 * 1024 * 1024,

@@ -187,6 +187,7 @@ class DecideLoop:
         self.consumer: Any = None  # the pings consumer, for commits (set by run)
         self.pending = Checkpoint()  # what the polls decided that no checkpoint has taken yet
         self.rotation = Rotation()  # which partitions' turn it is to be checkpointed
+        self.checkpointed_at = 0.0  # time.monotonic() of the last checkpoint of all, when not in turns
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -255,8 +256,14 @@ class DecideLoop:
 
     def checkpoint_if_due(self) -> None:
         """Start a checkpoint of the partitions whose turn came (:class:`Rotation`: each once a
-        ``commit_interval_s``, in turns spread over it)."""
-        parts = self.rotation.due(sorted(self.views), time.monotonic(), self.settings.commit_interval_s)
+        ``commit_interval_s``, in turns spread over it; or all of them, without ``checkpoint_in_turns``)."""
+        s, now, views = self.settings, time.monotonic(), sorted(self.views)
+        if s.checkpoint_in_turns:
+            parts = self.rotation.due(views, now, s.commit_interval_s)
+        elif now - self.checkpointed_at >= s.commit_interval_s:
+            parts, self.checkpointed_at = views, now
+        else:
+            parts = []
         if parts:
             self.checkpoint_now(set(parts))
 

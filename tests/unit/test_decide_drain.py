@@ -6,6 +6,7 @@ take turns."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -80,7 +81,7 @@ def checkpoints(loop: DecideLoop, rec: Recorder) -> None:
 
 
 def with_recorder(loop: DecideLoop, rec: Recorder, commit_interval_s: float = 1e-9) -> DecideLoop:
-    loop.settings = SimpleNamespace(commit_interval_s=commit_interval_s)  # type: ignore[assignment]
+    loop.settings = SimpleNamespace(commit_interval_s=commit_interval_s, checkpoint_in_turns=True)  # type: ignore[assignment]
     loop.consumer = rec
     loop.log_states = rec.log_states  # type: ignore[method-assign]
     loop.logged = rec.logged  # type: ignore[method-assign]
@@ -174,7 +175,7 @@ def test_the_polls_of_a_commit_interval_are_checkpointed_together() -> None:
             loop.pending.add({p: 1}, [acks[poll]], {TP("pings", p): poll + 1}, 0.0)
             loop.checkpoint_if_due()
         assert not loop.inflight  # within the interval: nothing started
-        loop.settings = SimpleNamespace(commit_interval_s=1e-9)  # type: ignore[assignment]
+        loop.settings = SimpleNamespace(commit_interval_s=1e-9, checkpoint_in_turns=True)  # type: ignore[assignment]
         loop.checkpoint_if_due()  # the interval is over: both partitions' turns came
         assert len(loop.inflight) == 1 and not loop.pending
         for ack in acks:
@@ -231,4 +232,31 @@ def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before()
         "stored [1]",
         "commit [(1, 11)]",
         "left [11]",
+    ]
+
+
+def test_without_turns_every_partition_is_checkpointed_at_once() -> None:
+    async def scenario() -> list[str]:
+        rec = Logged()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=0.2)  # type: ignore[arg-type]
+        loop.settings.checkpoint_in_turns = False
+        views = {0: Held(), 1: Held()}
+        loop.views = views  # type: ignore[assignment]
+        loop.checkpointed_at = time.monotonic()
+        for p in (0, 1):
+            views[p].changed[f"d{p}"] = b"s"
+            loop.pending.add({p: 1}, [], {TP("pings", p): 10 + p}, 0.0)
+        await asyncio.sleep(0.12)
+        loop.checkpoint_if_due()
+        assert not loop.inflight  # half an interval: no partition's turn
+        await asyncio.sleep(0.1)
+        loop.checkpoint_if_due()
+        assert len(loop.inflight) == 1
+        await loop.settle()
+        return rec.events
+
+    assert asyncio.run(scenario()) == [
+        "logged [(0, 'd0', 's'), (1, 'd1', 's')]",
+        "stored [0, 1]",
+        "commit [(0, 10), (1, 11)]",
     ]
