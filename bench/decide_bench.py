@@ -121,8 +121,8 @@ def decide_all(
             parsed = {}
             for p, msgs in by_part.items():
                 parsed[p], rejected = parse_columns([v for _, v in msgs], [k for k, _ in msgs])
-                for i, exc in rejected:
-                    _letter(msgs[i], exc)
+                for j, exc in rejected:  # not `i`: the poll's number decides when to take
+                    _letter(msgs[j], exc)
             t1 = clock()
             decided = engine.decide_poll(parsed, views, books)
             t2 = clock()
