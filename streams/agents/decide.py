@@ -55,6 +55,7 @@ from streams.topics import outbox_topic, presence_changelog
 log = logging.getLogger("geopush.decide")
 POLL_MS = 50
 CHECKPOINTS_IN_FLIGHT = 3  # intervals' checkpoints waiting for the broker while later polls are decided
+COMMIT_SPACING = 0.5  # of commit_interval_s: the least time between two commits of the pings' offsets
 SLOW_CHECKPOINT_S = 1.0  # a checkpoint taking longer is logged with its phases (offsets wait that long)
 
 
@@ -188,6 +189,7 @@ class DecideLoop:
         self.pending = Checkpoint()  # what the polls decided that no checkpoint has taken yet
         self.rotation = Rotation()  # which partitions' turn it is to be checkpointed
         self.checkpointed_at = 0.0  # time.monotonic() of the last checkpoint of all, when not in turns
+        self.committed_at = 0.0  # time.monotonic() of the last commit of pings' offsets
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -266,6 +268,8 @@ class DecideLoop:
             parts = []
         if parts:
             self.checkpoint_now(set(parts))
+        else:
+            self.commit_if_due(now)
 
     def checkpoint_now(self, parts: set[int] | None = None) -> None:
         """Start the checkpoint of ``parts`` (all assigned if None) for the polls decided since
@@ -326,11 +330,13 @@ class DecideLoop:
         for phase, spent in phases.items():
             self.metrics.poll_phase.labels(phase=phase).observe(spent)
         where = ", ".join(f"{k} {v * 1000:.0f}" for k, v in phases.items())
-        args = (cp.records, cp.polls, sum(map(len, cp.changes.values())), seconds * 1000, cp.decide_s * 1000, where)
+        states = sum(map(len, cp.changes.values()))
+        args = (cp.records, states, len(cp.changes), seconds * 1000, cp.polls, cp.decide_s * 1000, where)
+        what = "%d records, %d states of %d partitions in %.0f ms (%d polls since the last, deciding %.0f ms; %s)"
         if seconds >= SLOW_CHECKPOINT_S:
-            log.warning("slow checkpoint: %d records of %d polls, %d states in %.0f ms (deciding %.0f ms; %s)", *args)
+            log.warning("slow checkpoint: " + what, *args)
         else:
-            log.debug("checkpoint: %d records of %d polls, %d states in %.0f ms (deciding %.0f ms; %s)", *args)
+            log.debug("checkpoint: " + what, *args)
 
     async def decide_poll(self, records: dict[Any, Columns]) -> None:
         """Decide one poll and queue its outputs; what the next checkpoint must make durable
@@ -374,9 +380,18 @@ class DecideLoop:
         self.observe_checkpoint(cp, done - began, phases)
 
     async def commit(self, offsets: dict[Any, int]) -> None:
-        """A checkpoint's offsets are stored: commit them with the others due."""
+        """A checkpoint's offsets are stored: commit them with the others due, unless a commit
+        went out less than half a ``commit_interval_s`` ago (checkpoints in turns would send
+        one a partition, a dozen a second; they ride on the next, see :meth:`commit_if_due`)."""
         self.due.update(offsets)
-        await self.commit_due()
+        if time.monotonic() - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
+            await self.commit_due()
+
+    def commit_if_due(self, now: float) -> None:
+        """Commit the offsets left due once the spacing is over, when no checkpoint will (a
+        stream gone quiet)."""
+        if self.due and now - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
+            self.enqueue(self.commit_due())
 
     async def commit_due(self) -> None:
         """Commit the newest offsets stored: a checkpoint that finds a commit in flight leaves
@@ -387,6 +402,7 @@ class DecideLoop:
             due, self.due = self.due, {}
             if not due:
                 return  # committed with a later checkpoint's
+            self.committed_at = time.monotonic()
             try:
                 await self.consumer.commit(due)
             except CommitFailedError as exc:  # the group moved on; the new owner redoes them

@@ -260,3 +260,29 @@ def test_without_turns_every_partition_is_checkpointed_at_once() -> None:
         "stored [0, 1]",
         "commit [(0, 10), (1, 11)]",
     ]
+
+
+def test_commits_are_spaced_and_what_is_left_goes_out_once_the_spacing_is_over() -> None:
+    """Checkpoints in turns would commit a dozen times a second: a checkpoint less than half an
+    interval after the last commit leaves its offsets due; the next checkpoint after the spacing
+    (or, in a quiet stream, the main loop) commits them with its own."""
+
+    async def scenario() -> list[str]:
+        rec = Logged()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=10.0)  # type: ignore[arg-type]
+        loop.views = {0: Held(), 1: Held()}  # type: ignore[assignment]
+        loop.checkpoint_if_due()  # the rotation starts: no partition's turn for 5 s
+        for p in (0, 1):
+            loop.pending.add({p: 1}, [], {TP("pings", p): 10 + p}, 0.0)
+            loop.checkpoint_now({p})
+            await loop.settle()
+        assert loop.due == {TP("pings", 1): 11}  # the second checkpoint's, within the spacing
+        loop.checkpoint_if_due()
+        assert not loop.inflight  # still within it
+        loop.committed_at -= 5.0  # half an interval later
+        loop.checkpoint_if_due()  # no partition's turn, but the offsets left are due
+        await loop.settle()
+        assert not loop.due
+        return [e for e in rec.events if e.startswith("commit")]
+
+    assert asyncio.run(scenario()) == ["commit [(0, 10)]", "commit [(1, 11)]"]
