@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         description="How often the decision step checkpoints each partition: the device states changed by the "
         "polls decided since its last checkpoint are written once (changelog, local store), then their pings' offsets committed "
         "(a stop or a rebalance checkpoints at once). Decisions are sent as each poll is decided, whatever this is. "
-        "A crash repeats at most this much of the stream (at-least-once).",
+        "Offsets are committed at most every half interval, so a crash repeats about one and a half intervals "
+        "of the stream at most (at-least-once).",
     )  # fmt: skip
     checkpoint_in_turns: bool = Field(
         True,

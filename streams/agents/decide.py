@@ -158,10 +158,10 @@ class DecideLoop:
     (:class:`Checkpoint`): its changed states are taken from its view once, so a device that
     pinged in several of them is serialised, logged and stored once. The partitions take turns
     (:class:`Rotation`, one every ``commit_interval_s / n``): taken all at once, a second's
-    states at 100k pings/s (~40k) were a ~0.5-s burst of work the polls waited behind, which
-    was the latency's tail (twenty-fifth session). Later polls are decided while earlier
-    checkpoints wait for the broker (up to CHECKPOINTS_IN_FLIGHT intervals' worth), so a ping does not wait
-    behind another poll's acknowledgements: a slow changelog ack (measured 150-260 ms in a
+    states were a burst of work the polls waited behind (at 50k pings/s p99 93-206 ms, in turns
+    37-47 in three runs of four; bench/results/e2e.md, twenty-sixth session). Later polls are
+    decided while earlier checkpoints wait for the broker (up to CHECKPOINTS_IN_FLIGHT
+    intervals' worth), so a ping does not wait behind another poll's acknowledgements: a slow changelog ack (measured 150-260 ms in a
     fresh worker's first seconds) does not stop the deciding. The checkpoints overlap too: one's
     changelog records are queued as soon as its outputs are acknowledged and the previous one's
     records are queued (not acknowledged), only the local store writes go one checkpoint at a
