@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -188,8 +188,9 @@ class DecideLoop:
         self.consumer: Any = None  # the pings consumer, for commits (set by run)
         self.pending = Checkpoint()  # what the polls decided that no checkpoint has taken yet
         self.rotation = Rotation()  # which partitions' turn it is to be checkpointed
-        self.checkpointed_at = 0.0  # time.monotonic() of the last checkpoint of all, when not in turns
-        self.committed_at = 0.0  # time.monotonic() of the last commit of pings' offsets
+        self.clock: Callable[[], float] = time.monotonic  # when checkpoints and commits are due (tests set it)
+        self.checkpointed_at = 0.0  # clock() of the last checkpoint of all, when not in turns
+        self.committed_at = 0.0  # clock() of the last commit of pings' offsets
         self.campaign_partitions = KeyPartitions()  # the outbox partition of each campaign seen
         self.committing = asyncio.Lock()
         self.failure: BaseException | None = None  # a checkpoint that failed where it could not be raised
@@ -259,7 +260,7 @@ class DecideLoop:
     def checkpoint_if_due(self) -> None:
         """Start a checkpoint of the partitions whose turn came (:class:`Rotation`: each once a
         ``commit_interval_s``, in turns spread over it; or all of them, without ``checkpoint_in_turns``)."""
-        s, now, views = self.settings, time.monotonic(), sorted(self.views)
+        s, now, views = self.settings, self.clock(), sorted(self.views)
         if s.checkpoint_in_turns:
             parts = self.rotation.due(views, now, s.commit_interval_s)
         elif now - self.checkpointed_at >= s.commit_interval_s:
@@ -268,8 +269,7 @@ class DecideLoop:
             parts = []
         if parts:
             self.checkpoint_now(set(parts))
-        else:
-            self.commit_if_due(now)
+        self.commit_if_due(now)  # offsets a checkpoint left within the spacing, if it is over
 
     def checkpoint_now(self, parts: set[int] | None = None) -> None:
         """Start the checkpoint of ``parts`` (all assigned if None) for the polls decided since
@@ -384,12 +384,12 @@ class DecideLoop:
         went out less than half a ``commit_interval_s`` ago (checkpoints in turns would send
         one a partition, a dozen a second; they ride on the next, see :meth:`commit_if_due`)."""
         self.due.update(offsets)
-        if time.monotonic() - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
+        if self.clock() - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
             await self.commit_due()
 
     def commit_if_due(self, now: float) -> None:
-        """Commit the offsets left due once the spacing is over, when no checkpoint will (a
-        stream gone quiet)."""
+        """Commit the offsets left due once the spacing is over, without waiting for a checkpoint
+        (a stream gone quiet has none)."""
         if self.due and now - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
             self.enqueue(self.commit_due())
 
@@ -402,7 +402,7 @@ class DecideLoop:
             due, self.due = self.due, {}
             if not due:
                 return  # committed with a later checkpoint's
-            self.committed_at = time.monotonic()
+            self.committed_at = self.clock()
             try:
                 await self.consumer.commit(due)
             except CommitFailedError as exc:  # the group moved on; the new owner redoes them

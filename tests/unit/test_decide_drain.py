@@ -6,7 +6,6 @@ take turns."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -154,6 +153,16 @@ class Logged(Recorder):
         self.events.append(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
 
 
+class Clock:
+    """The loop's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class TP(NamedTuple):
     topic: str
     partition: int
@@ -199,7 +208,8 @@ def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before()
 
     async def scenario() -> tuple[list[str], list[bool]]:
         rec = Logged()
-        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=0.2)  # type: ignore[arg-type]
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=1.0)  # type: ignore[arg-type]
+        loop.clock = clock = Clock()
         views = {0: Held(), 1: Held()}
         loop.views = views  # type: ignore[assignment]
         loop.checkpoint_if_due()  # the assignment starts the rotation
@@ -207,7 +217,7 @@ def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before()
         for p in (0, 1):
             views[p].changed[f"d{p}"] = f"d{p} state".encode()
             loop.pending.add({p: 1}, [acks[p]], {TP("pings", p): 10 + p}, 0.0)
-        await asyncio.sleep(0.12)  # past the first turn (0.1 s), before the second
+        clock.now += 0.6  # past the first turn (0.5 s), before the second
         loop.checkpoint_if_due()
         assert len(loop.inflight) == 1
         first = loop.inflight[0]
@@ -217,8 +227,8 @@ def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before()
         acks[1].set_result(None)
         await loop.settle()
         left = dict(loop.pending.offsets)
-        await asyncio.sleep(0.1)
-        loop.checkpoint_if_due()  # partition 1's turn
+        clock.now += 0.5
+        loop.checkpoint_if_due()  # partition 1's turn, and the spacing of commits over
         await loop.settle()
         return [*rec.events, f"left {sorted(left.values())}"], waited
 
@@ -238,18 +248,19 @@ def test_partitions_are_checkpointed_in_turns_with_every_output_decided_before()
 def test_without_turns_every_partition_is_checkpointed_at_once() -> None:
     async def scenario() -> list[str]:
         rec = Logged()
-        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=0.2)  # type: ignore[arg-type]
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=1.0)  # type: ignore[arg-type]
         loop.settings.checkpoint_in_turns = False
+        loop.clock = clock = Clock()
         views = {0: Held(), 1: Held()}
         loop.views = views  # type: ignore[assignment]
-        loop.checkpointed_at = time.monotonic()
+        loop.checkpointed_at = clock()
         for p in (0, 1):
             views[p].changed[f"d{p}"] = b"s"
             loop.pending.add({p: 1}, [], {TP("pings", p): 10 + p}, 0.0)
-        await asyncio.sleep(0.12)
+        clock.now += 0.6
         loop.checkpoint_if_due()
-        assert not loop.inflight  # half an interval: no partition's turn
-        await asyncio.sleep(0.1)
+        assert not loop.inflight  # within the interval: no checkpoint
+        clock.now += 0.5
         loop.checkpoint_if_due()
         assert len(loop.inflight) == 1
         await loop.settle()
@@ -270,6 +281,7 @@ def test_commits_are_spaced_and_what_is_left_goes_out_once_the_spacing_is_over()
     async def scenario() -> list[str]:
         rec = Logged()
         loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=10.0)  # type: ignore[arg-type]
+        loop.clock = clock = Clock()
         loop.views = {0: Held(), 1: Held()}  # type: ignore[assignment]
         loop.checkpoint_if_due()  # the rotation starts: no partition's turn for 5 s
         for p in (0, 1):
@@ -277,10 +289,11 @@ def test_commits_are_spaced_and_what_is_left_goes_out_once_the_spacing_is_over()
             loop.checkpoint_now({p})
             await loop.settle()
         assert loop.due == {TP("pings", 1): 11}  # the second checkpoint's, within the spacing
+        clock.now += 4.0
         loop.checkpoint_if_due()
         assert not loop.inflight  # still within it
-        loop.committed_at -= 5.0  # half an interval later
-        loop.checkpoint_if_due()  # no partition's turn, but the offsets left are due
+        clock.now += 1.5  # past half an interval: partition 0's turn (nothing to take) and the spacing
+        loop.checkpoint_if_due()
         await loop.settle()
         assert not loop.due
         return [e for e in rec.events if e.startswith("commit")]
