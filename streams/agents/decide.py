@@ -94,7 +94,7 @@ class Checkpoint:
     their outputs acknowledged, the partitions' state changes on the changelog (acknowledged),
     then in the local stores, then the pings' offsets committed."""
 
-    records: int = 0
+    records: int = 0  # of its partitions (set when a checkpoint is split off the pending polls)
     acks: list[Any] = field(default_factory=list)
     changes: dict[int, Changes] = field(default_factory=dict)  # taken when the checkpoint starts
     offsets: dict[Any, int] = field(default_factory=dict)
@@ -106,7 +106,6 @@ class Checkpoint:
         """One more poll decided: its records by partition, its outputs, its offsets (the newest
         of each partition win)."""
         self.polls += 1
-        self.records += sum(records.values())
         self.by_partition.update(records)
         self.acks.extend(acks)
         self.offsets.update(offsets)
@@ -124,7 +123,6 @@ class Checkpoint:
         cp = Checkpoint(records, self.acks, offsets=offsets, decide_s=self.decide_s, polls=self.polls)
         for tp in offsets:
             del self.offsets[tp]
-        self.records -= records
         self.acks, self.decide_s, self.polls = [], 0.0, 0
         return cp
 
@@ -281,7 +279,7 @@ class DecideLoop:
         cp = self.pending.split(parts)
         views = [(p, self.views[p]) for p in sorted(parts) if p in self.views]
         cp.changes = {p: rows for p, view in views if (rows := view.take())}
-        if cp.acks or cp.offsets or cp.changes:
+        if cp or cp.changes:
             self.chain(cp)
 
     def chain(self, cp: Checkpoint) -> None:
@@ -384,14 +382,18 @@ class DecideLoop:
         went out less than half a ``commit_interval_s`` ago (checkpoints in turns would send
         one a partition, a dozen a second; they ride on the next, see :meth:`commit_if_due`)."""
         self.due.update(offsets)
-        if self.clock() - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
+        if self.spaced(self.clock()):
             await self.commit_due()
 
     def commit_if_due(self, now: float) -> None:
         """Commit the offsets left due once the spacing is over, without waiting for a checkpoint
         (a stream gone quiet has none)."""
-        if self.due and now - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING:
+        if self.due and self.spaced(now):
             self.enqueue(self.commit_due())
+
+    def spaced(self, now: float) -> bool:
+        """Whether the last commit went out at least COMMIT_SPACING of an interval before ``now``."""
+        return now - self.committed_at >= self.settings.commit_interval_s * COMMIT_SPACING
 
     async def commit_due(self) -> None:
         """Commit the newest offsets stored: a checkpoint that finds a commit in flight leaves
