@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         True,
         description="Checkpoint a worker's partitions in turns spread over commit_interval_s (one every "
         "interval / partitions) rather than all at once: the same writes, without a burst the pings wait "
-        "behind. Off: one commit and one larger checkpoint an interval instead of one a partition.",
+        "behind. Off: one larger checkpoint an interval instead of one a partition.",
     )  # fmt: skip
     fetch_min_bytes: int = Field(
         1, ge=1, le=16 * 1024 * 1024,
