@@ -91,7 +91,7 @@ def _produced(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
 
 def decide_all(
     batches: list[dict[int, list[Record]]], fences_dir: Path, devices: list[bytes], book: bool = True,
-    store_dir: Path | None = None, phases: dict[str, float] | None = None, take_every: int = 1,
+    store_dir: Path | None = None, phases: dict[str, float] | None = None, take_every: int = 1, refresh_ms: int = 0,
 ) -> Callable[[], int]:  # fmt: skip
     """A closure running the decision step over every poll (fresh state each call); ``book``:
     device states in the kernel's presence book, as the worker keeps them where it is built
@@ -109,7 +109,7 @@ def decide_all(
         stores = {p: local.partition(p) for p in range(PARTITIONS)}
         keep = settings.state_cache_devices // PARTITIONS
         kernel = load_kernel() if book else None
-        views = {p: state_view(stores[p], kernel, keep) for p in stores}
+        views = {p: state_view(stores[p], kernel, keep, refresh_ms) for p in stores}
         for raw in devices:
             key = orjson.loads(raw)["device_id"].encode()
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
@@ -178,6 +178,9 @@ def main() -> None:
                     help="polls decided between two checkpoints (states taken, logged and stored once for them)")  # fmt: skip
     ap.add_argument("--bad-every", type=int, default=0,
                     help="every this many records an unusable one (a dead letter), as the e2e latency load's probes")  # fmt: skip
+    ap.add_argument("--state-refresh-s", type=float, default=0.0,
+                    help="the worker's state_refresh_s: states changed only in position and times held back "
+                         "this long (0: every changed state written)")  # fmt: skip
     ap.add_argument("--book-only", action="store_true", help="skip the Python engine run beside the presence book")
     ap.add_argument("--synthetic-tags", default="cafe,tokyo",
                     help="tags of the synthetic stores; 'tokyo' leaves them out of every campaign, to measure "
@@ -198,10 +201,15 @@ def main() -> None:
         raw_devices = [d.dumps() for d in devices]
         store_dir = Path(tmp) / "stores" if args.store == "rocksdb" else None
         phases = {name: dict.fromkeys(PHASES, 0.0) for name in ("book", "python")}
-        runs = {"book": decide_all(batches, fences_dir, raw_devices, True, store_dir, phases["book"], args.take_every)}
+        refresh_ms = int(args.state_refresh_s * 1000)
+        runs = {
+            "book": decide_all(
+                batches, fences_dir, raw_devices, True, store_dir, phases["book"], args.take_every, refresh_ms
+            )
+        }
         if load_kernel() is not None and not args.book_only:
             runs["python"] = decide_all(
-                batches, fences_dir, raw_devices, False, store_dir, phases["python"], args.take_every
+                batches, fences_dir, raw_devices, False, store_dir, phases["python"], args.take_every, refresh_ms
             )
         if not args.no_settle:
             settle_heap()  # as the worker does once its catalog is built

@@ -83,6 +83,14 @@ class DeviceState:
             held,
         )
 
+    def material(self) -> int:
+        """A fingerprint of what a restart must not lose: each visit's store, start and dwells
+        fired, the notifications and the holds — all but the last position, the ping time and
+        the visits' last-seen times (the presence book's ``State::material``, the same rule;
+        comparable within a process only)."""
+        visits = tuple((k, v.entered_ms, tuple(v.fired)) for k, v in self.visits.items())
+        return hash((visits, tuple(self.sent), tuple(self.held)))
+
     @staticmethod
     def ts_of(raw: bytes) -> int:
         """The last accepted ping's time, from the serialised state (for expiry scans)."""

@@ -51,15 +51,20 @@ def drop_written(unwritten: dict[str, bytes], changes: Changes) -> None:
 class StoreStates:
     """Reads through to the store, writes held until taken. Decoded states of recent devices
     stay in memory between polls (up to ``keep``), so a device pinging every few seconds is
-    not read and decoded every poll."""
+    not read and decoded every poll. With ``refresh_ms``, a take holds back a state that
+    changed only in its last position, ping time and visits' last-seen times for less than
+    that much of its ping time since the store's copy (:meth:`held_back`)."""
 
-    def __init__(self, store: PartitionStore, keep: int = 0) -> None:
+    def __init__(self, store: PartitionStore, keep: int = 0, refresh_ms: int = 0) -> None:
         self.store = store
         self.keep = keep
+        self.refresh_ms = refresh_ms
         self.decoded: dict[str, DeviceState] = {}
         self.dirty: dict[str, DeviceState] = {}
         self.touched: dict[str, None] = {}  # changed since the last visiting() (or take)
         self.unwritten: dict[str, bytes] = {}  # taken, not yet in the store
+        self.stored: dict[str, tuple[int, int]] = {}  # of decoded states: the store's copy (material, ts)
+        self.soft: set[str] = set()  # held back by a take: written later (see take)
 
     def get(self, device_id: str) -> DeviceState | None:
         state = self.dirty.get(device_id) or self.decoded.get(device_id)
@@ -71,6 +76,8 @@ class StoreStates:
         state = DeviceState.loads(raw)
         if self.keep:
             self.decoded[device_id] = state
+            if self.refresh_ms:
+                self.stored[device_id] = (state.material(), state.ts_ms)
         return state
 
     def put(self, device_id: str, state: DeviceState) -> None:
@@ -84,47 +91,76 @@ class StoreStates:
         touched, self.touched = self.touched, {}
         return [(k, bool(self.dirty[k].visits)) for k in touched]  # touched only with dirty, cleared with it
 
-    def take(self) -> Changes:
+    def held_back(self, device_id: str, state: DeviceState) -> bool:
+        """Whether the store's copy differs from ``state`` only in its last position, ping time
+        and visits' last-seen times, for less than ``refresh_ms`` of its ping time."""
+        copy = self.stored.get(device_id)
+        return copy is not None and 0 <= state.ts_ms - copy[1] < self.refresh_ms and copy[0] == state.material()
+
+    def take(self, everything: bool = False) -> Changes:
         """The held writes, serialised now (the engine goes on changing the objects), to be
-        written by a checkpoint; until then reads see them. Kept decoded for the next polls."""
+        written by a checkpoint; until then reads see them. Kept decoded for the next polls.
+        Changes :meth:`held_back` stay for a later take unless ``everything``, and are written
+        before their states are forgotten."""
+        everything = everything or not self.keep or not self.refresh_ms
         dirty, self.dirty = self.dirty, {}
         self.touched = {}
-        ids, raws = list(dirty), [state.dumps() for state in dirty.values()]
-        self.unwritten.update(zip(ids, raws, strict=True))
-        changes = Changes(ids, raws)
+        if not everything:
+            for device_id, state in list(dirty.items()):
+                if self.held_back(device_id, state):
+                    del dirty[device_id]
+                    self.soft.add(device_id)
+        elif self.soft:
+            dirty.update((d, self.decoded[d]) for d in self.soft if d not in dirty)
+        self.soft.difference_update(dirty)
         if self.keep:
             self.decoded.update(dirty)
             if len(self.decoded) > self.keep:  # forget the least recently loaded quarter
                 for device_id in list(itertools.islice(self.decoded, len(self.decoded) - self.keep * 3 // 4)):
+                    if device_id in self.soft:
+                        self.soft.discard(device_id)
+                        dirty[device_id] = self.decoded[device_id]
                     del self.decoded[device_id]
-        return changes
+                    self.stored.pop(device_id, None)
+        ids, raws = list(dirty), [state.dumps() for state in dirty.values()]
+        if self.refresh_ms:
+            self.stored.update((d, (s.material(), s.ts_ms)) for d, s in dirty.items() if d in self.decoded)
+        self.unwritten.update(zip(ids, raws, strict=True))
+        return Changes(ids, raws)
 
     def written(self, changes: Changes) -> None:
         """A checkpoint put these in the store: stop holding them (unless a later poll changed them again)."""
         drop_written(self.unwritten, changes)
 
     def forget(self, device_ids: Iterable[str] | None = None) -> None:
-        """Drop decoded and unwritten states (all of them by default): the engine may have
-        changed them in polls whose writes then failed, or the store deleted them."""
+        """Drop decoded and unwritten states (all of them by default), and changes held back
+        for them: the engine may have changed them in polls whose writes then failed, or the
+        store deleted them."""
         if device_ids is None:
             self.decoded.clear()
             self.dirty.clear()
             self.touched.clear()
             self.unwritten.clear()
+            self.stored.clear()
+            self.soft.clear()
         else:
             for device_id in device_ids:
                 self.decoded.pop(device_id, None)
                 self.unwritten.pop(device_id, None)
+                self.stored.pop(device_id, None)
+                self.soft.discard(device_id)
 
 
 class BookStates:
     """:class:`StoreStates` with the states held and stepped natively, by the kernel's presence
     book (``geofences._kernel.PresenceBook``): the engine decides gates and presence there and
-    only campaigns in Python. Same reads, writes and bytes; ``keep`` bounds the states held."""
+    only campaigns in Python. Same reads, writes and bytes; ``keep`` bounds the states held,
+    ``refresh_ms`` holds back changes as :class:`StoreStates` says."""
 
-    def __init__(self, store: PartitionStore, kernel: Any, keep: int = 0) -> None:
+    def __init__(self, store: PartitionStore, kernel: Any, keep: int = 0, refresh_ms: int = 0) -> None:
         self.store = store
         self.keep = keep
+        self.refresh_ms = refresh_ms
         self.kernel = kernel
         self.book = kernel.PresenceBook()
         self.engine: object | None = None  # the engine the book is configured for
@@ -151,8 +187,8 @@ class BookStates:
         visiting: list[tuple[str, bool]] = self.book.visiting()  # only where it changed
         return visiting
 
-    def take(self) -> Changes:
-        ids, raws = self.book.take(self.keep)
+    def take(self, everything: bool = False) -> Changes:
+        ids, raws = self.book.take(self.keep, self.refresh_ms, everything)
         self.unwritten.update(zip(ids, raws, strict=True))
         return Changes(ids, raws)
 
@@ -170,10 +206,12 @@ class BookStates:
                 self.unwritten.pop(device_id, None)
 
 
-def state_view(store: PartitionStore, kernel: Any, keep: int = 0) -> StoreStates | BookStates:
+def state_view(store: PartitionStore, kernel: Any, keep: int = 0, refresh_ms: int = 0) -> StoreStates | BookStates:
     """The engine's view of a partition's states: the presence book where the kernel is built
     (``kernel``: ``geofences.index.load_kernel()``'s module, or None), else Python objects."""
-    return BookStates(store, kernel, keep) if kernel is not None else StoreStates(store, keep)
+    if kernel is not None:
+        return BookStates(store, kernel, keep, refresh_ms)
+    return StoreStates(store, keep, refresh_ms)
 
 
 class StoreDevices:

@@ -81,6 +81,16 @@ class Settings(BaseSettings):
         "interval / partitions) rather than all at once: the same writes, without a burst the pings wait "
         "behind. Off: one larger checkpoint an interval instead of one a partition.",
     )  # fmt: skip
+    state_refresh_s: float = Field(
+        0.0, ge=0, le=3600,
+        description="0 (the default): every device state a checkpoint's polls changed is written (changelog, "
+        "local store). Above 0: a state whose only changes are the device's last position, ping time and "
+        "visits' last-seen times is written at most once per this many seconds of its pings' time; a visit "
+        "begun or ended, a dwell decided, a notification or a hold is written at the next checkpoint as "
+        "always, and a stop or a rebalance writes everything. Fewer writes where devices ping often, at a "
+        "price after a crash only: a restarted worker may see a device's last position and ping time up to "
+        "this much older, so the speed and ordering gates of its next pings may judge differently.",
+    )  # fmt: skip
     fetch_min_bytes: int = Field(
         1, ge=1, le=16 * 1024 * 1024,
         description="Bytes of pings the broker gathers for the decision step before it answers a fetch (or "

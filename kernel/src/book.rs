@@ -183,15 +183,17 @@ impl PresenceBook {
             .collect())
     }
 
-    /// Hold a device's state read from its bytes (`dirty`: and write it at the next take).
+    /// Hold a device's state read from its bytes (`dirty`: and write it at the next take;
+    /// else they are what the store holds).
     #[pyo3(signature = (device, raw, dirty = false))]
     fn load(&mut self, device: &str, raw: &[u8], dirty: bool) -> PyResult<()> {
-        let st = State::loads(raw, &mut names())
+        let mut st = State::loads(raw, &mut names())
             .map_err(|e| PyValueError::new_err(format!("state of device {device:?}: {e}")))?;
         if dirty {
             let (i, _) = self.book.dirty.insert_full(device.to_owned());
             self.book.touched.push(i);
         } else {
+            st.mark_stored();
             self.told.insert(device.to_owned(), !st.visits.is_empty());
         }
         self.book.states.insert(device.to_owned(), st);
@@ -347,16 +349,20 @@ impl PresenceBook {
     }
 
     /// ([device], [bytes]) of the states changed since the last take, in the order they first
-    /// changed; then forget the oldest-read quarter of held states past `keep`. Two lists, not
+    /// changed, but those a take may hold back for `refresh_ms` (`presence::Book::take`) unless
+    /// `everything`; then forget the oldest-read quarter of held states past `keep`. Two lists, not
     /// a tuple a state: a second's states at a live 120k pings/s are ~60k, and as many tuples
     /// (objects the garbage collector tracks) set off a third of the take's time in collections.
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (keep, refresh_ms = 0, everything = false))]
     fn take<'py>(
         &mut self,
         py: Python<'py>,
         keep: usize,
+        refresh_ms: i64,
+        everything: bool,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let taken = self.book.take(keep, &names());
+        let taken = self.book.take(keep, refresh_ms, everything, &names());
         let ids = PyList::empty(py);
         let raws = PyList::empty(py);
         for (dev, raw) in taken {
@@ -378,7 +384,9 @@ impl PresenceBook {
         let b = &mut self.book;
         let mut out = Vec::new();
         for i in b.touched.drain(..) {
-            let Some(d) = b.dirty.get_index(i) else { continue };
+            let Some(d) = b.dirty.get_index(i) else {
+                continue;
+            };
             let now = b.states.get(d).is_some_and(|s| !s.visits.is_empty());
             if self.told.get(d) != Some(&now) {
                 self.told.insert(d.clone(), now);
@@ -396,7 +404,8 @@ impl PresenceBook {
             .map(|st| PyBytes::new(py, &st.dumps(&names())))
     }
 
-    /// Stop holding these devices' states (None: all of them, changed or not).
+    /// Stop holding these devices' states (None: all of them, changed or not); changes held
+    /// back for them are dropped too (the store deleted them, or a failure made them unknown).
     #[pyo3(signature = (devices = None))]
     fn forget(&mut self, devices: Option<Vec<String>>) {
         match devices {
@@ -404,11 +413,13 @@ impl PresenceBook {
                 self.book.states.clear();
                 self.book.dirty.clear();
                 self.book.touched.clear();
+                self.book.soft.clear();
                 self.told.clear();
             }
             Some(ids) => {
                 for d in ids {
                     self.told.remove(&d);
+                    self.book.soft.swap_remove(&d);
                     if !self.book.dirty.contains(&d) {
                         self.book.states.swap_remove(&d); // a changed one is still written
                     }

@@ -364,6 +364,10 @@ pub struct Book {
     /// changed in several batches is listed again): the batches between two takes are many
     /// when the checkpoints come at an interval, and the watch on visits wants only the last.
     pub touched: Vec<usize>,
+    /// Devices whose held state differs from the store's copy only by what a take may hold
+    /// back ([`State::held_back`]): written at a take that writes everything, when they change
+    /// more, or before they are forgotten.
+    pub soft: IndexSet<String, Fold>,
 }
 
 /// The hasher of the device-keyed maps: foldhash, seeded per map (SipHash, std's default, was
@@ -401,6 +405,7 @@ impl Book {
             states: IndexMap::default(),
             dirty: IndexSet::default(),
             touched: Vec::new(),
+            soft: IndexSet::default(),
         }
     }
 
@@ -454,7 +459,8 @@ impl Book {
     ) -> Result<(Vec<u8>, Vec<Event>, i64), A::Error> {
         let cat = Arc::clone(&self.catalog);
         let (pair_k, pair_f) = self.away_pairs(b);
-        let mut dist: HashMap<(usize, u32), f64, Fold> = HashMap::with_capacity_and_hasher(pair_k.len(), Fold::default());
+        let mut dist: HashMap<(usize, u32), f64, Fold> =
+            HashMap::with_capacity_and_hasher(pair_k.len(), Fold::default());
         for i in 0..pair_k.len().min(away.len()) {
             dist.insert(
                 (pair_k[i], self.catalog.fence_store[pair_f[i] as usize]),
@@ -607,25 +613,63 @@ impl Book {
 
     /// The changed states, serialised (notifications past the cap window forgotten), in the
     /// order they first changed; then the oldest-read quarter forgotten past `keep` states.
-    pub fn take(&mut self, keep: usize, names: &Names) -> Vec<(String, Vec<u8>)> {
+    /// A state changed only in its last position, ping time and visits' last-seen times for
+    /// less than `refresh_ms` of its ping time since the store's copy is held back
+    /// ([`State::held_back`]) unless `everything`; held back states are written before they
+    /// are forgotten.
+    pub fn take(
+        &mut self,
+        keep: usize,
+        refresh_ms: i64,
+        everything: bool,
+        names: &Names,
+    ) -> Vec<(String, Vec<u8>)> {
+        let everything = everything || keep == 0; // nothing held: nothing may be held back
         let dirty = std::mem::take(&mut self.dirty);
         self.touched.clear();
         let mut out = Vec::with_capacity(dirty.len());
+        let keep_ms = self.catalog.keep_ms;
         for dev in dirty {
             if let Some(st) = self.states.get_mut(&dev) {
-                st.prune_sent(self.catalog.keep_ms);
-                let raw = st.dumps(names);
-                out.push((dev, raw));
+                st.prune_sent(keep_ms);
+                if !everything && st.held_back(refresh_ms) {
+                    self.soft.insert(dev);
+                    continue;
+                }
+                self.soft.swap_remove(&dev);
+                out.push((dev, write(st, names)));
             }
         }
-        if keep == 0 {
-            self.states.clear();
-        } else if self.states.len() > keep {
-            let n = self.states.len() - keep * 3 / 4;
-            self.states.drain(..n);
+        let states = &mut self.states;
+        let forget = if keep == 0 {
+            states.len()
+        } else if states.len() > keep {
+            states.len() - keep * 3 / 4
+        } else {
+            0
+        };
+        if everything {
+            for dev in std::mem::take(&mut self.soft) {
+                if let Some(st) = states.get_mut(&dev) {
+                    out.push((dev, write(st, names)));
+                }
+            }
+        } else if forget > 0 && !self.soft.is_empty() {
+            for (dev, st) in states.get_range_mut(..forget).into_iter().flatten() {
+                if self.soft.swap_remove(dev) {
+                    out.push((dev.clone(), write(st, names)));
+                }
+            }
         }
+        states.drain(..forget);
         out
     }
+}
+
+/// A state's bytes for the store, noted as what the store holds.
+fn write(st: &mut State, names: &Names) -> Vec<u8> {
+    st.mark_stored();
+    st.dumps(names)
 }
 
 #[cfg(test)]

@@ -121,6 +121,19 @@ pub struct State {
     pub visits: Vec<Visit>,
     pub sent: Vec<(i64, u32, u32)>, // (ts_ms, campaign, store)
     pub held: Vec<u32>,
+    pub stored: Stored,
+}
+
+/// What the store holds of a state, as far as its book knows: the [`State::material`]
+/// fingerprint and the ping time of the copy last read or written (None: unknown, or none).
+/// Bookkeeping, not state: two states are equal whatever their `stored` says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stored(pub Option<(u64, i64)>);
+
+impl PartialEq for Stored {
+    fn eq(&self, _: &Stored) -> bool {
+        true
+    }
 }
 
 impl State {
@@ -134,6 +147,38 @@ impl State {
         if self.sent.iter().any(|s| s.0 < since) {
             self.sent.retain(|s| s.0 >= since);
         }
+    }
+
+    /// A fingerprint of what a restart must not lose: each visit's store, start and dwells
+    /// fired, the notifications and the holds — all but the last position, the ping time and
+    /// the visits' last-seen times (`decisions.state.DeviceState.material`, the same rule).
+    pub fn material(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for v in &self.visits {
+            (v.store, v.entered_ms, &v.fired).hash(&mut h);
+        }
+        self.visits.len().hash(&mut h);
+        self.sent.hash(&mut h);
+        self.held.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether the store's copy differs from this state only in its last position, ping time
+    /// and visits' last-seen times, for less than `refresh_ms` of the device's ping time: a
+    /// change it may hold back (`refresh_ms` 0: none).
+    pub fn held_back(&self, refresh_ms: i64) -> bool {
+        match self.stored.0 {
+            Some((fingerprint, ts)) if refresh_ms > 0 => {
+                self.ts_ms >= ts && self.ts_ms - ts < refresh_ms && fingerprint == self.material()
+            }
+            _ => false,
+        }
+    }
+
+    /// Note that the store now holds this state as it is.
+    pub fn mark_stored(&mut self) {
+        self.stored = Stored(Some((self.material(), self.ts_ms)));
     }
 
     /// Format 2, as `DeviceState.dumps` writes it (packed above PACK_OVER bytes).
@@ -245,6 +290,7 @@ impl State {
             visits,
             sent,
             held: ids(&rest[4], names, "held")?,
+            stored: Stored(None),
         })
     }
 }
@@ -371,6 +417,53 @@ mod tests {
     }
 
     #[test]
+    fn only_position_and_times_are_held_back_and_not_for_long() {
+        let mut st = State {
+            ts_ms: 1_000_000,
+            lat: Some(35.0),
+            lng: Some(139.0),
+            visits: vec![Visit {
+                store: 1,
+                entered_ms: 900_000,
+                last_in_ms: 1_000_000,
+                fired: vec![],
+            }],
+            ..State::default()
+        };
+        assert!(!st.held_back(60_000), "the store's copy unknown");
+        st.mark_stored();
+        st.ts_ms += 59_999;
+        st.lat = Some(35.001);
+        st.visits[0].last_in_ms = st.ts_ms;
+        assert!(st.held_back(60_000));
+        assert!(!st.held_back(0), "refresh 0: nothing held back");
+        st.ts_ms += 1;
+        assert!(
+            !st.held_back(60_000),
+            "a refresh of ping time since the copy"
+        );
+        st.ts_ms -= 1;
+        for change in 0..4 {
+            let mut other = st.clone();
+            match change {
+                0 => other.visits[0].fired.push(7),
+                1 => other.visits.push(Visit {
+                    store: 2,
+                    entered_ms: st.ts_ms,
+                    last_in_ms: st.ts_ms,
+                    fired: vec![],
+                }),
+                2 => other.sent.push((st.ts_ms, 7, 1)),
+                _ => other.held.push(3),
+            }
+            assert!(!other.held_back(60_000), "change {change} is material");
+        }
+        let mut left = st.clone();
+        left.visits.clear();
+        assert!(!left.held_back(60_000), "a visit ended");
+    }
+
+    #[test]
     fn round_trip_plain_and_packed() {
         let mut names = Names::default();
         let (a, b, c) = (names.id("s-1"), names.id("c-\"q\""), names.id("ストア"));
@@ -386,6 +479,7 @@ mod tests {
             }],
             sent: vec![(1_794_999_500_000, b, a)],
             held: vec![c],
+            stored: Stored(None),
         };
         let raw = st.dumps(&names);
         assert_eq!(State::loads(&raw, &mut names).unwrap(), st);
@@ -475,6 +569,7 @@ mod timing {
                     .collect(),
                 sent: vec![(t0 - 209_859, c, rand()), (t0 - 209_859, c, rand())],
                 held: vec![],
+                stored: Stored(None),
             })
             .collect();
         let heap_names = |st: &State| {

@@ -270,15 +270,17 @@ class DecideLoop:
         self.commit_if_due(now)  # offsets a checkpoint left within the spacing, if it is over
 
     def checkpoint_now(self, parts: set[int] | None = None) -> None:
-        """Start the checkpoint of ``parts`` (all assigned if None) for the polls decided since
-        their last one, if any: their state changes taken from the views now, as they stand
-        after the last of them, with every output decided so far."""
-        if not self.pending:
+        """Start the checkpoint of ``parts`` for the polls decided since their last one, if
+        any: their state changes taken from the views now, as they stand after the last of
+        them, with every output decided so far. ``parts`` None: every assigned partition, and
+        every change (none held back: ``state_refresh_s``), for a stop, a rebalance or expiry."""
+        everything = parts is None
+        if not self.pending and not everything:
             return
         parts = set(self.views) if parts is None else parts
         cp = self.pending.split(parts)
         views = [(p, self.views[p]) for p in sorted(parts) if p in self.views]
-        cp.changes = {p: rows for p, view in views if (rows := view.take())}
+        cp.changes = {p: rows for p, view in views if (rows := view.take(everything))}
         if cp or cp.changes:
             self.chain(cp)
 
@@ -552,7 +554,8 @@ class DecideLoop:
             self.apply_devices(p, msgs)
         for p in new:
             self.open_visits[p] = {d for d, raw in self.stores[p].states() if DeviceState.loads(raw).visits}
-            self.views[p] = state_view(self.stores[p], load_kernel() if s.presence_book else None)
+            refresh_ms = int(s.state_refresh_s * 1000)
+            self.views[p] = state_view(self.stores[p], load_kernel() if s.presence_book else None, 0, refresh_ms)
             self.devices[p] = StoreDevices(self.stores[p])
         self.share_cache()
         self.follow_devices_of(set(self.stores))

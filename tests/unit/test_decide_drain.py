@@ -130,8 +130,10 @@ class Held:
 
     def __init__(self) -> None:
         self.changed: dict[str, bytes] = {}
+        self.takes: list[bool] = []  # each take's `everything`
 
-    def take(self) -> list[tuple[str, bytes]]:
+    def take(self, everything: bool = False) -> list[tuple[str, bytes]]:
+        self.takes.append(everything)
         taken, self.changed = list(self.changed.items()), {}
         return taken
 
@@ -299,3 +301,32 @@ def test_commits_are_spaced_and_what_is_left_goes_out_once_the_spacing_is_over()
         return [e for e in rec.events if e.startswith("commit")]
 
     assert asyncio.run(scenario()) == ["commit [(0, 10)]", "commit [(1, 11)]"]
+
+
+def test_turns_may_hold_changes_back_and_a_drain_writes_everything() -> None:
+    """A turn's take may hold back changes (``state_refresh_s``); a drain (a stop, a rebalance,
+    expiry) takes every partition's with nothing held back — even with no poll pending, since a
+    held back change can outlive the polls that made it."""
+
+    async def scenario() -> tuple[list[bool], list[bool], list[str]]:
+        rec = Logged()
+        loop = with_recorder(DecideLoop(None, None, Metrics(), Counter()), rec, commit_interval_s=1.0)  # type: ignore[arg-type]
+        loop.clock = clock = Clock()
+        views = {0: Held(), 1: Held()}
+        loop.views = views  # type: ignore[assignment]
+        loop.checkpoint_if_due()
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        views[0].changed["a"] = b"a moved"
+        loop.pending.add({0: 1}, [ack], {TP("pings", 0): 5}, 0.0)
+        clock.now += 1.1  # both turns due
+        loop.checkpoint_if_due()
+        await loop.settle()
+        assert not loop.pending
+        views[1].changed["b"] = b"b held back"  # as a view returns it once asked for everything
+        await loop.drain()
+        return views[0].takes, views[1].takes, rec.events
+
+    takes0, takes1, events = asyncio.run(scenario())
+    assert takes0 == [False, True] and takes1 == [False, True]
+    assert "logged [(1, 'b', 'b held back')]" in events
