@@ -27,7 +27,7 @@ import orjson
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.e2e_bench import LAYOUTS, PINGS_PER_DEVICE, START, scaled_catalog
-from decisions.ping_columns import parse_columns
+from decisions.ping_columns import parse_poll
 from decisions.pings import PingRejected
 from decisions.records import DeadLetter
 from geofences.index import load_kernel
@@ -119,8 +119,9 @@ def decide_all(
         for i, by_part in enumerate(batches):
             t0 = clock()
             parsed = {}
-            for p, msgs in by_part.items():
-                parsed[p], rejected = parse_columns([v for _, v in msgs], [k for k, _ in msgs])
+            polled = parse_poll([([v for _, v in msgs], [k for k, _ in msgs]) for msgs in by_part.values()])
+            for (p, msgs), (columns, rejected) in zip(by_part.items(), polled, strict=True):
+                parsed[p] = columns
                 for j, exc in rejected:  # not `i`: the poll's number decides when to take
                     _letter(msgs[j], exc)
             t1 = clock()

@@ -12,6 +12,8 @@ Not compiled by mypyc (a subclass of ``Sequence``); its ``__getitem__`` is off t
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
@@ -26,13 +28,18 @@ PING, CHECK, ASK_PYTHON = 0, 1, 2  # kinds: the kernel's parse_columns says 2 wh
 class PingColumns(Sequence[Ping | PresenceCheck]):
     """Pings and presence checks in order, as columns: ``ids[k]`` and ``columns[i][k]``
     with columns (kind: 0 ping / 1 presence check, ts_ms, lat, lng, accuracy_m, speed_mps;
-    NaN where a ping has no such number, and in every number of a check)."""
+    NaN where a ping has no such number, and in every number of a check). ``whole``: the
+    columns these are a slice of, from ``start`` (:func:`parse_poll`), if any."""
 
-    __slots__ = ("columns", "ids")
+    __slots__ = ("columns", "ids", "start", "whole")
 
-    def __init__(self, ids: list[str], columns: tuple[Any, ...]) -> None:
+    def __init__(
+        self, ids: list[str], columns: tuple[Any, ...], whole: PingColumns | None = None, start: int = 0
+    ) -> None:
         self.ids = ids
         self.columns = columns
+        self.whole = whole
+        self.start = start
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,6 +105,33 @@ def parse_columns(
     return PingColumns(ids, columns), bad
 
 
+def parse_poll(
+    parts: Sequence[tuple[list[bytes | None], list[bytes | None]]],
+) -> list[tuple[PingColumns, list[tuple[int, PingRejected]]]]:
+    """:func:`parse_columns` of several partitions' (values, keys) in one call (a call a
+    partition cost ~17 µs more each, a poll's dozen ~0.2 ms): each partition's columns, a slice
+    of the whole that :func:`concatenated` gives back as it is, and its rejected records
+    (indices within the partition)."""
+    if len(parts) == 1:
+        return [parse_columns(parts[0][0], parts[0][1])]
+    values = [v for vals, _ in parts for v in vals]
+    keys = [k for _, ks in parts for k in ks]
+    whole, bad = parse_columns(values, keys)
+    starts = list(itertools.accumulate((len(vals) for vals, _ in parts), initial=0))
+    rejected: list[list[tuple[int, PingRejected]]] = [[] for _ in parts]
+    for i, exc in bad:
+        j = bisect.bisect_right(starts, i) - 1
+        rejected[j].append((i - starts[j], exc))
+    out = []
+    at = 0
+    for j, (vals, _) in enumerate(parts):
+        n = len(vals) - len(rejected[j])
+        cols = tuple(c[at : at + n] for c in whole.columns)
+        out.append((PingColumns(whole.ids[at : at + n], cols, whole, at), rejected[j]))
+        at += n
+    return out
+
+
 def of_pings(items: Sequence[Ping | PresenceCheck]) -> PingColumns:
     """Pings and presence checks as columns (the path without the kernel, and tests)."""
     n = len(items)
@@ -116,9 +150,20 @@ def of_pings(items: Sequence[Ping | PresenceCheck]) -> PingColumns:
 
 
 def concatenated(batches: Sequence[PingColumns]) -> PingColumns:
-    """Several partitions' columns end to end (the index matches a whole poll at once)."""
+    """Several partitions' columns end to end (the index matches a whole poll at once): the
+    columns they were sliced from, where they are all of them in order (:func:`parse_poll`)."""
     if len(batches) == 1:
         return batches[0]
+    whole = batches[0].whole
+    if whole is not None and all(b.whole is whole for b in batches):
+        at = 0
+        for b in batches:
+            if b.start != at:
+                break
+            at += len(b)
+        else:
+            if at == len(whole):
+                return whole
     return PingColumns(
         [d for b in batches for d in b.ids],
         tuple(np.concatenate(cols) for cols in zip(*(b.columns for b in batches), strict=True)),

@@ -33,7 +33,7 @@ import numpy as np
 
 from decisions.decided import Decisions
 from decisions.engine import Engine
-from decisions.ping_columns import parse_columns
+from decisions.ping_columns import parse_poll
 from decisions.pings import Ping, PingRejected, PresenceCheck, presence_check_bytes
 from decisions.records import DeadLetter, Device
 from decisions.state import DeviceState
@@ -427,14 +427,16 @@ class DecideLoop:
         acks: list[Any] = []
         matched_before = engine.matched_pings
         batches: dict[int, Sequence[Ping | PresenceCheck]] = {}
-        for tp, cols in records.items():
+        parsed = parse_poll([(cols.values, cols.keys) for cols in records.values()])
+        for (tp, cols), (batch, rejected) in zip(records.items(), parsed, strict=True):
             p = tp.partition
-            batches[p], rejected = parse_columns(cols.values, cols.keys)
+            batches[p] = batch
             if rejected:
                 letters = self.dead_letters(tp, cols, rejected)
                 acks.extend(x.future for x in await send_records(producer, s.topic_pings_dlq, p, letters))
-            self.counts["pings"] += len(cols)
-            self.metrics.pings.inc(len(cols))
+        pings = sum(len(cols) for cols in records.values())
+        self.counts["pings"] += pings
+        self.metrics.pings.inc(pings)
         decided = engine.decide_poll(batches, self.views, self.devices)
         outbox: list[tuple[bytes, bytes]] = []  # candidates, keyed by campaign (the budget step's key)
         for p, (found, candidates, gated) in decided.items():

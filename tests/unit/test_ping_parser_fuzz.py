@@ -219,6 +219,40 @@ def test_columns_parser_answers_like_python(
     assert list(concatenated([columns, of_pings(good)])) == good + good
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.one_of(native_pings, payloads, st.none()), st.sampled_from([None, b"d", b"x"])),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_poll_parsed_at_once_is_each_partition_parsed_alone(
+    parts: list[list[tuple[bytes | None, bytes | None]]],
+) -> None:
+    """parse_poll: a poll's partitions parsed in one call give each partition's pings and
+    rejections (numbered within it) as parsing it alone does; joined again, the one parse."""
+    from decisions.ping_columns import concatenated, parse_columns, parse_poll
+
+    polls = [([r for r, _ in records], [k for _, k in records]) for records in parts]
+    together = parse_poll(polls)
+    assert len(together) == len(polls)
+    for (columns, bad), (values, keys) in zip(together, polls, strict=True):
+        alone, alone_bad = parse_columns(values, keys)
+        assert list(columns) == list(alone) and columns.ids == alone.ids
+        assert [(i, e.reason, e.detail) for i, e in bad] == [(i, e.reason, e.detail) for i, e in alone_bad]
+    joined = concatenated([c for c, _ in together])
+    assert list(joined) == [p for c, _ in together for p in c]
+    if len(polls) > 1:
+        assert joined is together[0][0].whole  # the parse's own columns, not a copy
+        assert list(concatenated([c for c, _ in reversed(together)])) == [
+            p for c, _ in reversed(together) for p in c
+        ]  # out of order: copied in that order
+
+
 def test_columns_parser_without_the_kernel_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     from decisions import ping_columns
 
