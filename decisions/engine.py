@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, SimpleNamespace
@@ -228,6 +228,8 @@ class Engine:
         else:
             everything = [p for batch in parts for p in batch]
         found = self.found(everything)
+        if len(batches) > 1 and all(getattr(states[p], "book", None) is not None for p in batches):
+            return self._decide_books(batches, cast(Mapping[int, BookStates], states), devices, everything, found)
         out: dict[int, Decided] = {}
         start = 0
         for p, batch in batches.items():
@@ -333,13 +335,43 @@ class Engine:
         device records and schedule answers (``schedule_answer``)."""
         ids = pings.ids if isinstance(pings, PingColumns) else [p.device_id for p in pings]
         states.prepare(self, ids)
-        book = states.book
         kind, ts, lat, lng, acc, speed = found.columns
-        codes, notify, stream_ms, suppressed = book.decide(
+        answer = states.book.decide(
             ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
-            self.stream_ms.get(partition, 0), self.index.signed_distance_m,
-            lambda device_id: device_status(devices.get(device_id)), self.schedule_answer,
+            self.stream_ms.get(partition, 0), self.index.signed_distance_m, _status_of(devices), self.schedule_answer,
         )  # fmt: skip
+        return self._decided(pings, devices, partition, answer)
+
+    def _decide_books(
+        self, batches: Mapping[int, Sequence[Ping | PresenceCheck]], states: Mapping[int, BookStates],
+        devices: Mapping[int, DeviceBook], everything: Sequence[Ping | PresenceCheck], found: Found,
+    ) -> dict[int, Decided]:  # fmt: skip
+        """:meth:`_decide_book` of a poll's partitions in one call of the kernel
+        (``PresenceBook.decide_many``): ``everything`` and ``found`` are the poll's pings, the
+        partitions' end to end."""
+        ids = everything.ids if isinstance(everything, PingColumns) else [p.device_id for p in everything]
+        bounds = [0]
+        for p, batch in batches.items():
+            states[p].prepare(self, ids[bounds[-1] : bounds[-1] + len(batch)])
+            bounds.append(bounds[-1] + len(batch))
+        books = [states[p].book for p in batches]
+        kind, ts, lat, lng, acc, speed = found.columns
+        answers = type(books[0]).decide_many(
+            books, bounds, ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
+            [self.stream_ms.get(p, 0) for p in batches], self.index.signed_distance_m,
+            [_status_of(devices[p]) for p in batches], self.schedule_answer,
+        )  # fmt: skip
+        return {
+            p: self._decided(batch, devices[p], p, answer)
+            for (p, batch), answer in zip(batches.items(), answers, strict=True)
+        }
+
+    def _decided(
+        self, pings: Sequence[Ping | PresenceCheck], devices: DeviceBook, partition: int, answer: Any
+    ) -> Decided:
+        """A partition's answer from the book, as :meth:`decide` returns it: its notifications
+        rendered, its gates named."""
+        codes, notify, stream_ms, suppressed = answer
         self.stream_ms[partition] = stream_ms
         names = GATE_NAMES
         stopped = np.flatnonzero(codes)
@@ -609,6 +641,11 @@ class Engine:
             self.texts.clear()  # a huge catalog's long tail: start over rather than grow
         self.texts[key] = found
         return found
+
+
+def _status_of(devices: DeviceBook) -> Callable[[str], int]:
+    """What the presence book asks of a partition's device records: a device's status."""
+    return lambda device_id: device_status(devices.get(device_id))
 
 
 def device_status(device: Device | None) -> int:

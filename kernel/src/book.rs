@@ -205,9 +205,9 @@ impl PresenceBook {
     /// boundaries; `device` and `schedule` answer as [`PyAsk`] says. Returns (gate codes,
     /// [(ping, trigger, store, campaign, visit_ms)] of the notifications to render, stream_ms,
     /// the suppressed decisions written as records: [`Suppressions`]), each in decision order.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
-        &mut self,
+        mut slf: PyRefMut<'py, Self>,
         py: Python<'py>,
         devices: &Bound<'py, PyList>,
         kind: PyReadonlyArray1<'py, u8>,
@@ -221,125 +221,55 @@ impl PresenceBook {
         certain: PyReadonlyArray1<'py, bool>,
         stream_ms: i64,
         distances: &Bound<'py, PyAny>,
-        device: &Bound<'py, PyAny>,
+        device: Bound<'py, PyAny>,
         schedule: &Bound<'py, PyAny>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<u8>>,
-        Bound<'py, PyList>,
-        i64,
-        Suppressions,
-    )> {
-        let items = items(devices)?;
-        let devs = strs(&items)?;
-        let (kind, ts, lat, lng) = (
-            kind.as_slice()?,
-            ts.as_slice()?,
-            lat.as_slice()?,
-            lng.as_slice()?,
-        );
-        let (acc, speed, ptr) = (acc.as_slice()?, speed.as_slice()?, ptr.as_slice()?);
-        let (fence, certain) = (fence.as_slice()?, certain.as_slice()?);
-        let n = devs.len();
-        if [
-            kind.len(),
-            ts.len(),
-            lat.len(),
-            lng.len(),
-            acc.len(),
-            speed.len(),
-        ] != [n; 6]
-            || ptr.len() != n + 1
-        {
-            return Err(PyValueError::new_err(
-                "devices, kind, ts, lat, lng, acc, speed and ptr differ in length",
-            ));
-        }
-        if ptr.first() != Some(&0)
-            || ptr.windows(2).any(|w| w[0] > w[1])
-            || ptr[n] as usize != fence.len()
-            || certain.len() != fence.len()
-        {
-            return Err(PyValueError::new_err(
-                "ptr does not index fence and certain",
-            ));
-        }
-        let fences = self.book.catalog.fence_store.len() as i64;
-        if let Some(bad) = fence.iter().find(|&&f| f < 0 || f >= fences) {
-            return Err(PyValueError::new_err(format!(
-                "fence {bad} is not in the configured catalog"
-            )));
-        }
-        let pings: Vec<Ping> = (0..n)
-            .map(|k| Ping {
-                ts: ts[k],
-                lat: lat[k],
-                lng: lng[k],
-                acc: acc[k],
-                speed: speed[k],
-            })
-            .collect();
-        let batch = Batch {
-            devices: &devs,
-            kind,
-            pings: &pings,
-            ptr,
-            fence,
-            certain,
+    ) -> PyResult<Decided<'py>> {
+        let n = devices.len();
+        let cols = Columns::of(&kind, &ts, &lat, &lng, &acc, &speed, &ptr, &fence, &certain)?;
+        let mut books = [&mut *slf];
+        let ask = Asking {
+            distances,
+            device: vec![device],
+            schedule,
         };
-        let (pk, pf) = self.book.away_pairs(&batch);
-        let away: Vec<f64> = if pk.is_empty() {
-            Vec::new()
-        } else {
-            let plat: Vec<f64> = pk.iter().map(|&k| lat[k]).collect();
-            let plng: Vec<f64> = pk.iter().map(|&k| lng[k]).collect();
-            let got = distances.call1((
-                pf.into_pyarray(py),
-                plat.into_pyarray(py),
-                plng.into_pyarray(py),
-            ))?;
-            let got = got.downcast::<PyArray1<f64>>()?.readonly();
-            let got = got.as_slice()?;
-            if got.len() != pk.len() {
-                return Err(PyValueError::new_err(
-                    "distances returned the wrong number of values",
-                ));
-            }
-            got.to_vec()
+        let mut out = decide_poll(py, &mut books, &[0, n], devices, &cols, &[stream_ms], &ask)?;
+        Ok(out.pop().expect("one book, one answer"))
+    }
+
+    /// [`PresenceBook::decide`] for a poll of several partitions in one call: `books[j]`
+    /// decides pings `bounds[j]..bounds[j + 1]` (its partition's) from `stream_ms[j]`, asking
+    /// `device[j]`; the columns are the whole poll's (`ptr` indexes `fence` for all of it),
+    /// and every book's distances are asked in one call. A call per partition cost ~25 µs
+    /// more each, ~0.3 ms a poll of 12 partitions. Returns each book's answer, in order.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn decide_many<'py>(
+        py: Python<'py>,
+        mut books: Vec<PyRefMut<'py, PresenceBook>>,
+        bounds: Vec<usize>,
+        devices: &Bound<'py, PyList>,
+        kind: PyReadonlyArray1<'py, u8>,
+        ts: PyReadonlyArray1<'py, i64>,
+        lat: PyReadonlyArray1<'py, f64>,
+        lng: PyReadonlyArray1<'py, f64>,
+        acc: PyReadonlyArray1<'py, f64>,
+        speed: PyReadonlyArray1<'py, f64>,
+        ptr: PyReadonlyArray1<'py, i64>,
+        fence: PyReadonlyArray1<'py, i64>,
+        certain: PyReadonlyArray1<'py, bool>,
+        stream_ms: Vec<i64>,
+        distances: &Bound<'py, PyAny>,
+        device: Vec<Bound<'py, PyAny>>,
+        schedule: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Decided<'py>>> {
+        let cols = Columns::of(&kind, &ts, &lat, &lng, &acc, &speed, &ptr, &fence, &certain)?;
+        let mut refs: Vec<&mut PresenceBook> = books.iter_mut().map(|b| &mut **b).collect();
+        let ask = Asking {
+            distances,
+            device,
+            schedule,
         };
-        let mut ask = PyAsk { device, schedule };
-        let (gates, events, stream) = self.book.decide(&batch, &away, stream_ms, &mut ask)?;
-        let names = names();
-        let out = PyList::empty(py);
-        let mut written = Written::default();
-        for e in events {
-            if e.reason.is_some() {
-                let k = e.ping;
-                written.add(&names, e, devs[k], ts[k], &self.version);
-                continue;
-            }
-            out.append(PyTuple::new(
-                py,
-                [
-                    e.ping.into_pyobject(py)?.into_any(),
-                    e.kind.into_pyobject(py)?.into_any(),
-                    names.name(e.store).into_pyobject(py)?.into_any(),
-                    names.name(e.campaign).into_pyobject(py)?.into_any(),
-                    e.visit_ms.into_pyobject(py)?.into_any(),
-                ],
-            )?)?;
-        }
-        let transitions = written.transitions(|k| (devs[k], ts[k]));
-        let suppressed = Suppressions {
-            keys: written
-                .events
-                .iter()
-                .map(|e| devs[e.ping].to_owned())
-                .collect(),
-            ts: written.events.iter().map(|e| ts[e.ping]).collect(),
-            transitions,
-            written,
-        };
-        Ok((gates.into_pyarray(py), out, stream, suppressed))
+        decide_poll(py, &mut refs, &bounds, devices, &cols, &stream_ms, &ask)
     }
 
     /// The reason named by a gate code ("" for none).
@@ -431,6 +361,261 @@ impl PresenceBook {
     fn __len__(&self) -> usize {
         self.book.states.len()
     }
+}
+
+/// One partition's answer to `decide`: (gate codes, notifications to render, stream_ms, the
+/// suppressions written).
+type Decided<'py> = (
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyList>,
+    i64,
+    Suppressions,
+);
+
+/// A poll's columns as slices: (kind, ts, lat, lng, acc, speed) a ping; `ptr` into `fence`
+/// and `certain`.
+struct Columns<'a> {
+    kind: &'a [u8],
+    ts: &'a [i64],
+    lat: &'a [f64],
+    lng: &'a [f64],
+    acc: &'a [f64],
+    speed: &'a [f64],
+    ptr: &'a [i64],
+    fence: &'a [i64],
+    certain: &'a [bool],
+}
+
+impl<'a> Columns<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        kind: &'a PyReadonlyArray1<'_, u8>,
+        ts: &'a PyReadonlyArray1<'_, i64>,
+        lat: &'a PyReadonlyArray1<'_, f64>,
+        lng: &'a PyReadonlyArray1<'_, f64>,
+        acc: &'a PyReadonlyArray1<'_, f64>,
+        speed: &'a PyReadonlyArray1<'_, f64>,
+        ptr: &'a PyReadonlyArray1<'_, i64>,
+        fence: &'a PyReadonlyArray1<'_, i64>,
+        certain: &'a PyReadonlyArray1<'_, bool>,
+    ) -> PyResult<Columns<'a>> {
+        Ok(Columns {
+            kind: kind.as_slice()?,
+            ts: ts.as_slice()?,
+            lat: lat.as_slice()?,
+            lng: lng.as_slice()?,
+            acc: acc.as_slice()?,
+            speed: speed.as_slice()?,
+            ptr: ptr.as_slice()?,
+            fence: fence.as_slice()?,
+            certain: certain.as_slice()?,
+        })
+    }
+
+    /// That every column has `n` rows and `ptr` indexes `fence` and `certain`.
+    fn check(&self, n: usize) -> PyResult<()> {
+        let c = self;
+        if [
+            c.kind.len(),
+            c.ts.len(),
+            c.lat.len(),
+            c.lng.len(),
+            c.acc.len(),
+            c.speed.len(),
+        ] != [n; 6]
+            || c.ptr.len() != n + 1
+        {
+            return Err(PyValueError::new_err(
+                "devices, kind, ts, lat, lng, acc, speed and ptr differ in length",
+            ));
+        }
+        if c.ptr.first() != Some(&0)
+            || c.ptr.windows(2).any(|w| w[0] > w[1])
+            || c.ptr[n] as usize != c.fence.len()
+            || c.certain.len() != c.fence.len()
+        {
+            return Err(PyValueError::new_err(
+                "ptr does not index fence and certain",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the books ask Python while deciding a poll: distances to fences (once a poll),
+/// device records (`device[j]` for book `j`) and schedule answers.
+struct Asking<'a, 'py> {
+    distances: &'a Bound<'py, PyAny>,
+    device: Vec<Bound<'py, PyAny>>,
+    schedule: &'a Bound<'py, PyAny>,
+}
+
+/// `decide` of each book over its partition's slice of the poll (see `decide_many`).
+fn decide_poll<'py>(
+    py: Python<'py>,
+    books: &mut [&mut PresenceBook],
+    bounds: &[usize],
+    devices: &Bound<'py, PyList>,
+    cols: &Columns,
+    stream_ms: &[i64],
+    ask: &Asking<'_, 'py>,
+) -> PyResult<Vec<Decided<'py>>> {
+    let items = items(devices)?;
+    let devs = strs(&items)?;
+    let n = devs.len();
+    cols.check(n)?;
+    let m = books.len();
+    if bounds.len() != m + 1
+        || bounds.first() != Some(&0)
+        || bounds.windows(2).any(|w| w[0] > w[1])
+        || bounds[m] != n
+        || stream_ms.len() != m
+        || ask.device.len() != m
+    {
+        return Err(PyValueError::new_err(
+            "bounds, stream_ms and device do not match the books and the pings",
+        ));
+    }
+    let Columns {
+        kind,
+        ts,
+        lat,
+        lng,
+        acc,
+        speed,
+        ptr,
+        fence,
+        certain,
+    } = *cols;
+    for (j, book) in books.iter().enumerate() {
+        let fences = book.book.catalog.fence_store.len() as i64;
+        let mine = &fence[ptr[bounds[j]] as usize..ptr[bounds[j + 1]] as usize];
+        if let Some(bad) = mine.iter().find(|&&f| f < 0 || f >= fences) {
+            return Err(PyValueError::new_err(format!(
+                "fence {bad} is not in the configured catalog"
+            )));
+        }
+    }
+    let pings: Vec<Ping> = (0..n)
+        .map(|k| Ping {
+            ts: ts[k],
+            lat: lat[k],
+            lng: lng[k],
+            acc: acc[k],
+            speed: speed[k],
+        })
+        .collect();
+    let batch = |j: usize| {
+        let (a, b) = (bounds[j], bounds[j + 1]);
+        Batch {
+            devices: &devs[a..b],
+            kind: &kind[a..b],
+            pings: &pings[a..b],
+            ptr: &ptr[a..=b],
+            fence,
+            certain,
+        }
+    };
+    // every book's (ping, fence) pairs, measured in one call
+    let pairs: Vec<(Vec<usize>, Vec<i64>)> = (0..m)
+        .map(|j| books[j].book.away_pairs(&batch(j)))
+        .collect();
+    let total: usize = pairs.iter().map(|(k, _)| k.len()).sum();
+    let away: Vec<f64> = if total == 0 {
+        Vec::new()
+    } else {
+        let mut pf = Vec::with_capacity(total);
+        let (mut plat, mut plng) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        for (j, (pk, f)) in pairs.iter().enumerate() {
+            pf.extend_from_slice(f);
+            plat.extend(pk.iter().map(|&k| lat[bounds[j] + k]));
+            plng.extend(pk.iter().map(|&k| lng[bounds[j] + k]));
+        }
+        let got = ask.distances.call1((
+            pf.into_pyarray(py),
+            plat.into_pyarray(py),
+            plng.into_pyarray(py),
+        ))?;
+        let got = got.downcast::<PyArray1<f64>>()?.readonly();
+        let got = got.as_slice()?;
+        if got.len() != total {
+            return Err(PyValueError::new_err(
+                "distances returned the wrong number of values",
+            ));
+        }
+        got.to_vec()
+    };
+    let mut out = Vec::with_capacity(m);
+    let mut at = 0;
+    for (j, book) in books.iter_mut().enumerate() {
+        let b = batch(j);
+        let (pk, pf) = &pairs[j];
+        let mine = &away[at..at + pk.len()];
+        at += pk.len();
+        let mut asking = PyAsk {
+            device: &ask.device[j],
+            schedule: ask.schedule,
+        };
+        let (gates, events, stream) =
+            book.book
+                .decide(&b, (pk, pf), mine, stream_ms[j], &mut asking)?;
+        let ts = &ts[bounds[j]..bounds[j + 1]];
+        out.push(answer(
+            py,
+            events,
+            gates,
+            stream,
+            b.devices,
+            ts,
+            &book.version,
+        )?);
+    }
+    Ok(out)
+}
+
+/// A book's events as `decide` returns them: the notifications to render as tuples, the
+/// suppressions written as records.
+fn answer<'py>(
+    py: Python<'py>,
+    events: Vec<crate::presence::Event>,
+    gates: Vec<u8>,
+    stream: i64,
+    devs: &[&str],
+    ts: &[i64],
+    version: &str,
+) -> PyResult<Decided<'py>> {
+    let names = names();
+    let out = PyList::empty(py);
+    let mut written = Written::default();
+    for e in events {
+        if e.reason.is_some() {
+            let k = e.ping;
+            written.add(&names, e, devs[k], ts[k], version);
+            continue;
+        }
+        out.append(PyTuple::new(
+            py,
+            [
+                e.ping.into_pyobject(py)?.into_any(),
+                e.kind.into_pyobject(py)?.into_any(),
+                names.name(e.store).into_pyobject(py)?.into_any(),
+                names.name(e.campaign).into_pyobject(py)?.into_any(),
+                e.visit_ms.into_pyobject(py)?.into_any(),
+            ],
+        )?)?;
+    }
+    let transitions = written.transitions(|k| (devs[k], ts[k]));
+    let suppressed = Suppressions {
+        keys: written
+            .events
+            .iter()
+            .map(|e| devs[e.ping].to_owned())
+            .collect(),
+        ts: written.events.iter().map(|e| ts[e.ping]).collect(),
+        transitions,
+        written,
+    };
+    Ok((gates.into_pyarray(py), out, stream, suppressed))
 }
 
 fn rules_of(r: (f64, f64, f64, f64, f64, f64, f64)) -> Rules {

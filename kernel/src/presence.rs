@@ -447,18 +447,20 @@ impl Book {
 
     /// Gates, presence and campaign checks for the batch, in ping order (`Engine.decide` but
     /// the rendering of notifications): (gate code per ping, campaign decisions, stream time
-    /// after the batch). `away`: the distances of [`Book::away_pairs`], in its order; `ask`:
-    /// device records and schedule answers.
+    /// after the batch). `pairs`: [`Book::away_pairs`] of the batch (asked by the caller,
+    /// who measures them), `away` their distances, in its order; `ask`: device records and
+    /// schedule answers.
     #[allow(clippy::needless_range_loop)] // k indexes every column of the batch
     pub fn decide<A: Ask>(
         &mut self,
         b: &Batch,
+        pairs: (&[usize], &[i64]),
         away: &[f64],
         stream_ms: i64,
         ask: &mut A,
     ) -> Result<(Vec<u8>, Vec<Event>, i64), A::Error> {
         let cat = Arc::clone(&self.catalog);
-        let (pair_k, pair_f) = self.away_pairs(b);
+        let (pair_k, pair_f) = pairs;
         let mut dist: HashMap<(usize, u32), f64, Fold> =
             HashMap::with_capacity_and_hasher(pair_k.len(), Fold::default());
         for i in 0..pair_k.len().min(away.len()) {

@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import yaml
@@ -410,3 +411,41 @@ def test_the_books_counts_for_the_metrics_are_the_rows_counts(tight_engine: Engi
         seen += len(written)
         view.written(view.take())
     assert seen > 100
+
+
+def test_a_poll_decided_in_one_call_is_each_partition_decided_alone() -> None:
+    """``PresenceBook.decide_many`` (a poll's partitions in one call, what ``decide_poll`` uses)
+    answers as ``decide`` a partition at a time, state for state; and bounds that do not
+    cover the pings are refused, naming what is wrong."""
+    engine, items, devices = stream(9)
+    pings = [i for i in items if isinstance(i, Ping)][:1500]
+    parts = {p: [q for q in pings if sum(q.device_id.encode()) % PARTS == p] for p in range(PARTS)}
+    outputs = []
+    finals = []
+    for together in (True, False):
+        engine.stream_ms.clear()
+        stores = {p: PartitionStore(None) for p in parts}
+        views = {p: BookStates(s, KERNEL, 1000) for p, s in stores.items()}
+        out: list[bytes] = []
+        for at in range(0, 500, 100):
+            poll = {p: batch[at : at + 100] for p, batch in parts.items()}
+            decided = (
+                engine.decide_poll(poll, views, dict.fromkeys(poll, devices))  # type: ignore[arg-type]
+                if together
+                else {p: engine.decide(b, views[p], devices, p) for p, b in poll.items()}  # type: ignore[arg-type]
+            )
+            for p, (decisions, candidates, gated) in sorted(decided.items()):
+                out += [v for _, v in decisions.records()] + [c.notification.dumps() for c in candidates]
+                out += [orjson.dumps([p, q.device_id, q.ts_ms, why]) for q, why in gated]
+        outputs.append(out)
+        finals.append({p: sorted(views[p].take(everything=True)) for p in views})
+    assert len(outputs[0]) > 50 and outputs[0] == outputs[1] and finals[0] == finals[1]
+    book = BookStates(PartitionStore(None), KERNEL).book
+    book.configure(engine.presence_catalog(KERNEL))
+    empty = np.zeros(0)
+    with pytest.raises(ValueError, match="bounds, stream_ms and device do not match"):
+        type(book).decide_many(
+            [book], [0, 1], [], empty.astype(np.uint8), empty.astype(np.int64), empty, empty, empty, empty,
+            np.zeros(1, dtype=np.int64), empty.astype(np.int64), empty.astype(bool), [0], engine.index.signed_distance_m,
+            [lambda d: 0], engine.schedule_answer,
+        )  # fmt: skip
