@@ -333,22 +333,17 @@ class Engine:
         book, which writes the suppressions' records itself (:class:`Written`) and returns the
         notifications, rendered here by the Python path's code. The book asks this engine for
         device records and schedule answers (``schedule_answer``)."""
-        ids = pings.ids if isinstance(pings, PingColumns) else [p.device_id for p in pings]
-        states.prepare(self, ids)
-        kind, ts, lat, lng, acc, speed = found.columns
-        answer = states.book.decide(
-            ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
-            self.stream_ms.get(partition, 0), self.index.signed_distance_m, _status_of(devices), self.schedule_answer,
-        )  # fmt: skip
-        return self._decided(pings, devices, partition, answer)
+        return self._decide_books({partition: pings}, {partition: states}, {partition: devices}, pings, found)[
+            partition
+        ]
 
     def _decide_books(
         self, batches: Mapping[int, Sequence[Ping | PresenceCheck]], states: Mapping[int, BookStates],
         devices: Mapping[int, DeviceBook], everything: Sequence[Ping | PresenceCheck], found: Found,
     ) -> dict[int, Decided]:  # fmt: skip
-        """:meth:`_decide_book` of a poll's partitions in one call of the kernel
-        (``PresenceBook.decide_many``): ``everything`` and ``found`` are the poll's pings, the
-        partitions' end to end."""
+        """:meth:`_decide_book` for a poll's partitions, all in one call of the kernel
+        (``PresenceBook.decide_many``; one partition alone too): ``everything`` and ``found``
+        are the poll's pings, the partitions' end to end."""
         ids = everything.ids if isinstance(everything, PingColumns) else [p.device_id for p in everything]
         bounds = [0]
         for p, batch in batches.items():

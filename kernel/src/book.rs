@@ -200,47 +200,15 @@ impl PresenceBook {
         Ok(())
     }
 
-    /// Gates, presence and campaign checks of one partition's batch; see
-    /// `presence::Book::decide`. `distances(fences, lat, lng)` gives signed distances to fence
-    /// boundaries; `device` and `schedule` answer as [`PyAsk`] says. Returns (gate codes,
-    /// [(ping, trigger, store, campaign, visit_ms)] of the notifications to render, stream_ms,
-    /// the suppressed decisions written as records: [`Suppressions`]), each in decision order.
-    #[allow(clippy::too_many_arguments)]
-    fn decide<'py>(
-        mut slf: PyRefMut<'py, Self>,
-        py: Python<'py>,
-        devices: &Bound<'py, PyList>,
-        kind: PyReadonlyArray1<'py, u8>,
-        ts: PyReadonlyArray1<'py, i64>,
-        lat: PyReadonlyArray1<'py, f64>,
-        lng: PyReadonlyArray1<'py, f64>,
-        acc: PyReadonlyArray1<'py, f64>,
-        speed: PyReadonlyArray1<'py, f64>,
-        ptr: PyReadonlyArray1<'py, i64>,
-        fence: PyReadonlyArray1<'py, i64>,
-        certain: PyReadonlyArray1<'py, bool>,
-        stream_ms: i64,
-        distances: &Bound<'py, PyAny>,
-        device: Bound<'py, PyAny>,
-        schedule: &Bound<'py, PyAny>,
-    ) -> PyResult<Decided<'py>> {
-        let n = devices.len();
-        let cols = Columns::of(&kind, &ts, &lat, &lng, &acc, &speed, &ptr, &fence, &certain)?;
-        let mut books = [&mut *slf];
-        let ask = Asking {
-            distances,
-            device: vec![device],
-            schedule,
-        };
-        let mut out = decide_poll(py, &mut books, &[0, n], devices, &cols, &[stream_ms], &ask)?;
-        Ok(out.pop().expect("one book, one answer"))
-    }
-
-    /// [`PresenceBook::decide`] for a poll of several partitions in one call: `books[j]`
-    /// decides pings `bounds[j]..bounds[j + 1]` (its partition's) from `stream_ms[j]`, asking
-    /// `device[j]`; the columns are the whole poll's (`ptr` indexes `fence` for all of it),
-    /// and every book's distances are asked in one call. A call per partition cost ~25 µs
-    /// more each, ~0.3 ms a poll of 12 partitions. Returns each book's answer, in order.
+    /// Gates, presence and campaign checks of a poll of one or more partitions, in one call
+    /// (a call a partition cost ~25 µs more each, ~0.3 ms a poll of 12); see
+    /// `presence::Book::decide`. `books[j]` decides pings `bounds[j]..bounds[j + 1]` (its
+    /// partition's) from `stream_ms[j]`; the columns are the whole poll's (`ptr` indexes
+    /// `fence` for all of it). `distances(fences, lat, lng)` gives signed distances to fence
+    /// boundaries, asked once for every book; `device[j]` and `schedule` answer as [`PyAsk`]
+    /// says. Returns, for each book in order, (gate codes, [(ping, trigger, store, campaign,
+    /// visit_ms)] of the notifications to render, stream_ms, the suppressed decisions written
+    /// as records: [`Suppressions`]), each in decision order.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
     fn decide_many<'py>(
@@ -363,7 +331,7 @@ impl PresenceBook {
     }
 }
 
-/// One partition's answer to `decide`: (gate codes, notifications to render, stream_ms, the
+/// One partition's answer to `decide_many`: (gate codes, notifications to render, stream_ms, the
 /// suppressions written).
 type Decided<'py> = (
     Bound<'py, PyArray1<u8>>,
@@ -450,7 +418,7 @@ struct Asking<'a, 'py> {
     schedule: &'a Bound<'py, PyAny>,
 }
 
-/// `decide` of each book over its partition's slice of the poll (see `decide_many`).
+/// Each book's decisions over its partition's slice of the poll (see `decide_many`).
 fn decide_poll<'py>(
     py: Python<'py>,
     books: &mut [&mut PresenceBook],
@@ -573,7 +541,7 @@ fn decide_poll<'py>(
     Ok(out)
 }
 
-/// A book's events as `decide` returns them: the notifications to render as tuples, the
+/// A book's events as `decide_many` returns them: the notifications to render as tuples, the
 /// suppressions written as records.
 fn answer<'py>(
     py: Python<'py>,

@@ -414,9 +414,9 @@ def test_the_books_counts_for_the_metrics_are_the_rows_counts(tight_engine: Engi
 
 
 def test_a_poll_decided_in_one_call_is_each_partition_decided_alone() -> None:
-    """``PresenceBook.decide_many`` (a poll's partitions in one call, what ``decide_poll`` uses)
-    answers as ``decide`` a partition at a time, state for state; and bounds that do not
-    cover the pings are refused, naming what is wrong."""
+    """``PresenceBook.decide_many`` with a poll's partitions in one call (``decide_poll``)
+    answers as with one partition a call (``decide``), state for state; and bounds that do
+    not cover the pings are refused, naming what is wrong."""
     engine, items, devices = stream(9)
     pings = [i for i in items if isinstance(i, Ping)][:1500]
     parts = {p: [q for q in pings if sum(q.device_id.encode()) % PARTS == p] for p in range(PARTS)}
