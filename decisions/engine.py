@@ -344,15 +344,14 @@ class Engine:
         """:meth:`_decide_book` for a poll's partitions, all in one call of the kernel
         (``PresenceBook.decide_many``; one partition alone too): ``everything`` and ``found``
         are the poll's pings, the partitions' end to end."""
-        ids = everything.ids if isinstance(everything, PingColumns) else [p.device_id for p in everything]
         bounds = [0]
         for p, batch in batches.items():
-            states[p].prepare(self, ids[bounds[-1] : bounds[-1] + len(batch)])
+            states[p].prepare(self, _ids(batch))
             bounds.append(bounds[-1] + len(batch))
         books = [states[p].book for p in batches]
         kind, ts, lat, lng, acc, speed = found.columns
         answers = type(books[0]).decide_many(
-            books, bounds, ids, kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
+            books, bounds, _ids(everything), kind, ts, lat, lng, acc, speed, found.ptr, found.fence, found.certain,
             [self.stream_ms.get(p, 0) for p in batches], self.index.signed_distance_m,
             [_status_of(devices[p]) for p in batches], self.schedule_answer,
         )  # fmt: skip
@@ -636,6 +635,11 @@ class Engine:
             self.texts.clear()  # a huge catalog's long tail: start over rather than grow
         self.texts[key] = found
         return found
+
+
+def _ids(pings: Sequence[Ping | PresenceCheck]) -> list[str]:
+    """The pings' device ids (the columns' own list, where they are columns)."""
+    return pings.ids if isinstance(pings, PingColumns) else [p.device_id for p in pings]
 
 
 def _status_of(devices: DeviceBook) -> Callable[[str], int]:
