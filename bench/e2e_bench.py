@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -386,7 +386,7 @@ def cpu_seconds(pids: tuple[int, int]) -> tuple[float, ...]:
 
 async def latency_run(
     s: Settings, pings: list[Any], rate: float, seconds: float, warmup: float = 0.0, pids: tuple[int, int] = (0, 0),
-    ramp: bool = False, tick_s: float = TICK_S, probe_every: int = PROBE_EVERY,
+    ramp: bool = False, tick_s: float = TICK_S, probe_every: int = PROBE_EVERY, on_load: Callable[[], Any] | None = None,
 ) -> tuple[list[float], list[float], str, list[float], float, LoadCpu]:  # fmt: skip
     """Pings at ``rate``/s, sent every ``tick_s`` (those due since the last tick, one batch
     per partition, as a gateway's producer lingers), with ts = when each tick's first ping fell
@@ -396,7 +396,7 @@ async def latency_run(
     letter — both over the measured ``seconds`` only — and (c) the probes of the warm-up (a
     fresh worker's first seconds: cold topics, caches, device records); the seconds measured
     (fewer than asked when ``pings`` run out); and the cores the load generator, the worker and
-    the broker (``pids``) used while it was sent."""
+    the broker (``pids``) used while it was sent. ``on_load``: called as the load starts."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2, acks=1)
@@ -417,6 +417,8 @@ async def latency_run(
     threads_before = thread_cpu_s(pids[1]) if pids[1] else {}
     worker_threads_before = thread_cpu_s(pids[0]) if pids[0] else {}
     started = time.perf_counter()
+    if on_load is not None:
+        on_load()
     measured_ms = time.time() * 1000 + warmup * 1000  # pings due from then on are measured
     ramp_s = warmup if ramp else 0.0
     epoch_ms = time.time() * 1000 - (time.perf_counter() - started) * 1000  # wall time of `started`
@@ -566,6 +568,9 @@ def main() -> None:
     ap.add_argument("--broker-warmup", type=int, default=4,
                     help="at most this many warm-up passes on a fresh broker before timing (0: none), until its JIT "
                          "compilers use under 15 %% of its CPU in a pass: a production broker runs warm")  # fmt: skip
+    ap.add_argument("--latency-profile", type=Path,
+                    help="py-spy the worker and the load generator over each latency run's measured seconds: raw "
+                         "stacks in this directory, one file each (worker and generator, by run)")  # fmt: skip
     ap.add_argument("--only-one-worker", action="store_true", help="only (a) and (b): for before/after comparisons")
     ap.add_argument("--out", type=Path, default=Path("bench/results/e2e.md"), help="results go on top of this file")
     args = ap.parse_args()
@@ -924,12 +929,38 @@ def latency_on_fresh_worker(
         every = args.latency_probe_every
         metrics = f"http://127.0.0.1:{port}/metrics"
         before = httpx.get(metrics, timeout=5).text
-        run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s, every))
+        spies: list[subprocess.Popen[bytes]] = []
+        profile = (
+            (lambda: spies.extend(profiled(args.latency_profile, app, proc.pid, warmup, seconds)))
+            if args.latency_profile
+            else None
+        )
+        run = asyncio.run(latency_run(lat_s, pings, rate, seconds, warmup, pids, ramp, tick_s, every, profile))
+        for spy in spies:
+            spy.wait(60)
         after = httpx.get(metrics, timeout=5).text  # the run waits 5 s after the load: all reported
         return Latency(*run, probe_every=every, gc=f"{gc_pauses(after)}; {gc_pauses(after, before)}")
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def profiled(out: Path, app: str, worker: int, warmup: float, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording the worker and this process (the load generator) over the measured
+    seconds of a latency load (started after ``warmup``), as raw stacks in ``out``: where a
+    live worker's time goes at a rate, which no in-process bench shows (a poll's size, the
+    broker's answers, the generator beside it)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--latency-profile needs py-spy beside {sys.executable} (pip install py-spy)")
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [str(spy), "record", "-r", "200", "-f", "raw", "--nonblocking", "-d", f"{max(1, int(seconds))}"]
+    later = f"sleep {warmup:g}; exec " if warmup else "exec "
+    return [
+        subprocess.Popen(["sh", "-c", later + " ".join([*cmd, "-p", str(pid), "-o", str(out / f"{app}-{who}.txt")])],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for who, pid in (("worker", worker), ("generator", os.getpid()))
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

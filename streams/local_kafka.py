@@ -131,6 +131,18 @@ def _cluster_id() -> str:
             return cid
 
 
+# what Kafka's own start script (kafka-run-class.sh, KAFKA_JVM_PERFORMANCE_OPTS) runs a broker
+# with; this module starts the JVM itself, so it says them here. Without MaxGCPauseMillis=20,
+# G1 aims at 200-ms pauses, and a broker paused that long holds every ping behind it.
+JVM_PERFORMANCE_OPTS = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+)
+
+
 @dataclass
 class LocalKafka:
     """One KRaft node (broker + controller) on 127.0.0.1 with its own data directory."""
@@ -141,6 +153,7 @@ class LocalKafka:
     port: int = 0
     controller_port: int = 0
     heap_mb: int = 512
+    jvm_opts: tuple[str, ...] = JVM_PERFORMANCE_OPTS
     tie_to_parent: bool = True
     process: subprocess.Popen[bytes] | None = None
 
@@ -151,6 +164,11 @@ class LocalKafka:
     @property
     def log_path(self) -> Path:
         return self.data_dir / "broker.log"
+
+    @property
+    def gc_log_path(self) -> Path:
+        """The JVM's garbage-collector log (pauses, one line each), as Kafka's own scripts keep it."""
+        return self.data_dir / "broker-gc.log"
 
     @property
     def state_path(self) -> Path:
@@ -207,8 +225,9 @@ class LocalKafka:
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise LocalKafkaError(f"formatting {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}")
-        heap = [f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", "-XX:+UseG1GC"]
-        cmd = [java[0], *heap, "-Djava.awt.headless=true", *java[1:], "kafka.Kafka", str(props)]
+        heap = [f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", *self.jvm_opts]
+        gc_log = [f"-Xlog:gc:file={self.gc_log_path}:uptime,tags:filecount=2,filesize=20M"]
+        cmd = [java[0], *heap, *gc_log, "-Djava.awt.headless=true", *java[1:], "kafka.Kafka", str(props)]
         logf = self.log_path.open("ab")
         self.process = subprocess.Popen(
             cmd,

@@ -52,6 +52,16 @@ def test_broker_answers_metadata(kafka_broker: LocalKafka) -> None:
     assert metadata_ok(kafka_broker.bootstrap)
 
 
+def test_broker_runs_with_kafkas_jvm_options_and_logs_its_pauses(kafka_broker: LocalKafka) -> None:
+    """The JVM as Kafka's start script runs it (G1 aiming at 20-ms pauses, not its 200-ms
+    default), its collector's pauses in a log beside the broker's."""
+    assert kafka_broker.process is not None
+    argv = Path(f"/proc/{kafka_broker.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-XX:MaxGCPauseMillis=20" in argv
+    assert b"-XX:+UseG1GC" in argv
+    assert "Using G1" in kafka_broker.gc_log_path.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_faust_agent_relays_10k_records_exactly_once(
