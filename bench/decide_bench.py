@@ -68,7 +68,7 @@ def decode_only(batches: list[dict[int, list[Record]]]) -> int:
     return n
 
 
-PHASES = ("parse", "decide", "outputs", "take", "changelog", "store")
+PHASES = ("parse", "decide", "visiting", "outputs", "take", "changelog", "store")
 
 
 def _produced(records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
@@ -114,6 +114,7 @@ def decide_all(
             key = orjson.loads(raw)["device_id"].encode()
             stores[zlib.crc32(key) % PARTITIONS].write_devices([(key.decode(), raw)], 0)
         books = {p: StoreDevices(stores[p]) for p in stores}
+        watched: dict[int, set[str]] = {p: set() for p in stores}  # the worker's open_visits
         out = 0
         clock = time.perf_counter
         for i, by_part in enumerate(batches):
@@ -127,6 +128,10 @@ def decide_all(
             t1 = clock()
             decided = engine.decide_poll(parsed, views, books)
             t2 = clock()
+            for p in decided:  # the changes to the worker's watch on silent devices, as it asks
+                for d, inside in views[p].visiting():
+                    (watched[p].add if inside else watched[p].discard)(d)
+            t2v = clock()
             taken = {}
             for found, candidates, _ in decided.values():
                 out += _produced(found.records()) + _produced((b"", candidate_bytes(c)) for c in candidates)
@@ -142,7 +147,8 @@ def decide_all(
                 stores[p].write_states(changes, None)
                 views[p].written(changes)
             t6 = clock()
-            for name, spent in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+            spans = (t1 - t0, t2 - t1, t2v - t2, t3 - t2v, t4 - t3, t5 - t4, t6 - t5)
+            for name, spent in zip(PHASES, spans, strict=True):
                 phases[name] += spent
         local.close()
         return out

@@ -6,22 +6,18 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::campaigns::{Ask, Caps, Due, Reasons};
 use crate::presence::{Batch, Book, Catalog, Fold, Ping, Rules, StoreDue, GATES};
 use crate::records::{json_str, Written};
-use crate::state::{names, Names, State};
+use crate::state::{names, Names, State, Told};
 
 #[pyclass(module = "geofences._kernel", unsendable)]
 pub struct PresenceBook {
     book: Book,
     /// The catalog's version as a JSON string, for the records of its decisions.
     version: String,
-    /// Whether each device is inside some store, as Python last heard it from `visiting` or
-    /// as its state was read (`load`): `visiting` reports only the devices where that changed.
-    told: HashMap<String, bool, Fold>,
 }
 
 fn items<'py>(list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'py, PyString>>> {
@@ -162,7 +158,6 @@ impl PresenceBook {
         PresenceBook {
             book: Book::new(Arc::new(Catalog::default())),
             version: "\"\"".to_owned(),
-            told: HashMap::default(),
         }
     }
 
@@ -192,9 +187,14 @@ impl PresenceBook {
         if dirty {
             let (i, _) = self.book.dirty.insert_full(device.to_owned());
             self.book.touched.push(i);
+            st.told = self
+                .book
+                .states
+                .get(device)
+                .map_or(Told(None), |old| old.told);
         } else {
             st.mark_stored();
-            self.told.insert(device.to_owned(), !st.visits.is_empty());
+            st.told = Told(Some(!st.visits.is_empty())); // the worker's watch began from the store
         }
         self.book.states.insert(device.to_owned(), st);
         Ok(())
@@ -267,17 +267,13 @@ impl PresenceBook {
             ids.append(PyString::new(py, &dev))?;
             raws.append(PyBytes::new(py, &raw))?;
         }
-        if self.told.len() > 2 * self.book.states.len() + 1024 {
-            let held = &self.book.states; // what was forgotten is told again when read again
-            self.told.retain(|d, _| held.contains_key(d));
-        }
         Ok((ids, raws))
     }
 
     /// [(device, visiting)] of the states changed since the last call (or take) whose visiting
-    /// (inside some store or not) differs from what Python last heard or what was read: the
-    /// changes to the worker's list of devices to watch for silence (most changed states do
-    /// not move it).
+    /// (inside some store or not) differs from what Python last heard or what was read (the
+    /// state's [`Told`]): the changes to the worker's list of devices to watch for silence
+    /// (most changed states do not move it).
     fn visiting(&mut self) -> Vec<(String, bool)> {
         let b = &mut self.book;
         let mut out = Vec::new();
@@ -285,10 +281,15 @@ impl PresenceBook {
             let Some(d) = b.dirty.get_index(i) else {
                 continue;
             };
-            let now = b.states.get(d).is_some_and(|s| !s.visits.is_empty());
-            if self.told.get(d) != Some(&now) {
-                self.told.insert(d.clone(), now);
-                out.push((d.clone(), now));
+            match b.states.get_mut(d) {
+                Some(st) => {
+                    let now = !st.visits.is_empty();
+                    if st.told.0 != Some(now) {
+                        st.told = Told(Some(now));
+                        out.push((d.clone(), now));
+                    }
+                }
+                None => out.push((d.clone(), false)), // forgotten since it changed
             }
         }
         out
@@ -312,14 +313,14 @@ impl PresenceBook {
                 self.book.dirty.clear();
                 self.book.touched.clear();
                 self.book.soft.clear();
-                self.told.clear();
             }
             Some(ids) => {
                 for d in ids {
-                    self.told.remove(&d);
                     self.book.soft.swap_remove(&d);
                     if !self.book.dirty.contains(&d) {
                         self.book.states.swap_remove(&d); // a changed one is still written
+                    } else if let Some(st) = self.book.states.get_mut(&d) {
+                        st.told = Told(None); // the worker forgot it: told again
                     }
                 }
             }

@@ -603,8 +603,16 @@ impl Book {
 
     /// The device's state changed: keep it (a reset one replaces what was read) and mark it.
     fn keep(&mut self, dev: &str, fresh: &mut HashMap<&str, State, Fold>) {
-        if let Some(st) = fresh.remove(dev) {
-            self.states.insert(dev.to_owned(), st);
+        if let Some(mut st) = fresh.remove(dev) {
+            match self.states.get_mut(dev) {
+                Some(old) => {
+                    st.told = old.told; // what the worker heard of the device, not of its state
+                    *old = st;
+                }
+                None => {
+                    self.states.insert(dev.to_owned(), st);
+                }
+            }
         }
         let i = match self.dirty.get_index_of(dev) {
             Some(i) => i,
