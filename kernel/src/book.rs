@@ -187,16 +187,12 @@ impl PresenceBook {
         if dirty {
             let (i, _) = self.book.dirty.insert_full(device.to_owned());
             self.book.touched.push(i);
-            st.told = self
-                .book
-                .states
-                .get(device)
-                .map_or(Told(None), |old| old.told);
+            self.book.hold(device, st);
         } else {
             st.mark_stored();
             st.told = Told(Some(!st.visits.is_empty())); // the worker's watch began from the store
+            self.book.states.insert(device.to_owned(), st);
         }
-        self.book.states.insert(device.to_owned(), st);
         Ok(())
     }
 

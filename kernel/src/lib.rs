@@ -4,8 +4,8 @@
 //! then hands them here. A batch: each ping's H3 cell ([`cell`]); the pings sorted by cell,
 //! so each level's sorted cells are swept front to back (a cursor through a directory of
 //! every 8th cell, which stays in cache, then one cache line of the table: per-ping searches
-//! of tables of millions of cells missed the cache at every step); the exact tests ([`exact`]) of boundary candidates; the pairs put back in ping
-//! order by a counting sort. Pairs too close to a boundary for double precision come back
+//! of tables of millions of cells missed the cache at every step); the exact tests
+//! ([`exact`]) of boundary candidates; the pairs put back in ping order by a counting sort. Pairs too close to a boundary for double precision come back
 //! `undecided` and Python settles them exactly, so answers are the pure path's, pair for pair.
 
 pub mod base_cells;

@@ -603,22 +603,28 @@ impl Book {
 
     /// The device's state changed: keep it (a reset one replaces what was read) and mark it.
     fn keep(&mut self, dev: &str, fresh: &mut HashMap<&str, State, Fold>) {
-        if let Some(mut st) = fresh.remove(dev) {
-            match self.states.get_mut(dev) {
-                Some(old) => {
-                    st.told = old.told; // what the worker heard of the device, not of its state
-                    *old = st;
-                }
-                None => {
-                    self.states.insert(dev.to_owned(), st);
-                }
-            }
+        if let Some(st) = fresh.remove(dev) {
+            self.hold(dev, st);
         }
         let i = match self.dirty.get_index_of(dev) {
             Some(i) => i,
             None => self.dirty.insert_full(dev.to_owned()).0,
         };
         self.touched.push(i);
+    }
+
+    /// Hold `st` as the device's state, in place of the one held if any, which keeps what the
+    /// worker was told of the device ([`State::told`]: of the device, not of this state).
+    pub fn hold(&mut self, dev: &str, mut st: State) {
+        match self.states.get_mut(dev) {
+            Some(old) => {
+                st.told = old.told;
+                *old = st;
+            }
+            None => {
+                self.states.insert(dev.to_owned(), st);
+            }
+        }
     }
 
     /// The changed states, serialised (notifications past the cap window forgotten), in the
