@@ -637,6 +637,21 @@ def inside_fences(catalog: Any, pings: list[Any]) -> tuple[float, float]:
     return float((per_ping > 0).mean()), float(per_ping.mean())
 
 
+def run_settings(broker: LocalKafka, work: Path, catalog_dir: Path, app: str, tag: str) -> Settings:
+    """One run's settings: its own group, outputs and local state, reading the pings (and
+    device records) of ``tag``. The silent-device sweep is off: it decides exits at wall-clock
+    moments, which would make (b) and (c) differ for reasons other than the rebalance."""
+    return load_settings(
+        None,  # GEOPUSH_* from the environment apply (tuning experiments); the rest is fixed here
+        kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
+        topic_pings=f"pings-{tag}", topic_devices=f"devices-{tag}", topic_decisions=f"decisions-{app}-{tag}",
+        topic_notifications=f"notifications-{app}-{tag}", topic_pings_dlq=f"dlq-{app}-{tag}",
+        topic_deliveries=f"deliveries-{app}-{tag}", topic_catalog=f"catalog-{app}-{tag}", topic_partitions=12,
+        data_dir=work / f"var-{app}-{tag}", catalog_path=catalog_dir, deliver=False,
+        consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0, presence_sweep_s=86_400.0,
+    )  # fmt: skip
+
+
 def bench_catalog(
     broker: LocalKafka, fences: int, layout: str, args: Any, work: Path, logs: Path, latency: bool
 ) -> list[str]:
@@ -658,17 +673,7 @@ def bench_catalog(
     print(f"[{tag}] {where}")
 
     def settings(app: str) -> Settings:
-        """One run's settings. The silent-device sweep is off: it decides exits at wall-clock
-        moments, which would make (b) and (c) differ for reasons other than the rebalance."""
-        return load_settings(
-            None,  # GEOPUSH_* from the environment apply (tuning experiments); the rest is fixed here
-            kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-{tag}",
-            topic_pings=f"pings-{tag}", topic_devices=f"devices-{tag}", topic_decisions=f"decisions-{app}-{tag}",
-            topic_notifications=f"notifications-{app}-{tag}", topic_pings_dlq=f"dlq-{app}-{tag}",
-            topic_deliveries=f"deliveries-{app}-{tag}", topic_catalog=f"catalog-{app}-{tag}", topic_partitions=12,
-            data_dir=work / f"var-{app}-{tag}", catalog_path=catalog_dir, deliver=False,
-            consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0, presence_sweep_s=86_400.0,
-        )  # fmt: skip
+        return run_settings(broker, work, catalog_dir, app, tag)
 
     one, two = settings("one"), settings("two")
     ensure_topics(one)

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.e2e_bench import PINGS_PER_DEVICE, REPO, START, produce, run_workers, scaled_catalog
+from bench.e2e_bench import PINGS_PER_DEVICE, REPO, START, produce, run_settings, run_workers, scaled_catalog
 from geofences.load import load_catalog
 from streams.local_kafka import LocalKafka
 from streams.phones import simulate
@@ -63,14 +63,7 @@ def main() -> None:
         pings = pings[: args.pings]
 
         def settings(app: str) -> Settings:
-            return load_settings(
-                None, kafka_bootstrap=broker.bootstrap, kafka_home=broker.kafka_home, app_id=f"{app}-ab",
-                topic_pings="pings-ab", topic_devices="devices-ab", topic_decisions=f"decisions-{app}",
-                topic_notifications=f"notifications-{app}", topic_pings_dlq=f"dlq-{app}",
-                topic_deliveries=f"deliveries-{app}", topic_catalog=f"catalog-{app}", topic_partitions=12,
-                data_dir=work / f"var-{app}", catalog_path=catalog_dir, deliver=False,
-                consumer_session_timeout_s=10.0, consumer_heartbeat_s=2.0, presence_sweep_s=86_400.0,
-            )  # fmt: skip
+            return run_settings(broker, work, catalog_dir, app, "ab")
 
         first = settings("produce")
         ensure_topics(first)

@@ -153,7 +153,6 @@ class LocalKafka:
     port: int = 0
     controller_port: int = 0
     heap_mb: int = 512
-    jvm_opts: tuple[str, ...] = JVM_PERFORMANCE_OPTS
     tie_to_parent: bool = True
     process: subprocess.Popen[bytes] | None = None
 
@@ -225,7 +224,7 @@ class LocalKafka:
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise LocalKafkaError(f"formatting {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}")
-        heap = [f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", *self.jvm_opts]
+        heap = [f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", *JVM_PERFORMANCE_OPTS]
         gc_log = [f"-Xlog:gc:file={self.gc_log_path}:uptime,tags:filecount=2,filesize=20M"]
         cmd = [java[0], *heap, *gc_log, "-Djava.awt.headless=true", *java[1:], "kafka.Kafka", str(props)]
         logf = self.log_path.open("ab")
